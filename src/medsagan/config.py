@@ -1,0 +1,232 @@
+"""One typed configuration for a run: dataclass defaults (the paper's), then a preset, a YAML file and
+`key=value` overrides. Unknown keys are errors. The resolved config is saved with every run."""
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    architecture: str = "sagan"  # "sagan", or "baseline" for Brainomaly's generator (paper Table 3)
+    image_size: int = 64  # paper Sec. 3.1: all inputs resized to 64 x 64
+    channels: int = 1  # official code reads grey (LAG too); 3 keeps colour fundus photos
+    patches: int = 2  # N of the N x N patch grid; official solver.py num_patch = 2
+    conv_dim: int = 64  # official g_conv_dim
+    residual_blocks: int = 6  # official g_repeat_num
+    acm: bool = True  # anatomical consistency module: patch split + position codes (paper Sec. 2.2)
+    arrm: bool = True  # abnormal region restoration module: gates, decoder blocks, fusion (paper Sec. 2.3)
+    mask_keep: float = 0.95  # keep probability p of the training mask, paper Eq. 1; official literal 0.95
+    d_conv_dim: int = 64  # official d_conv_dim
+    d_layers: int = 6  # official d_repeat_num: six stride-2 convs, a 1x1 critic map at 64 px
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # Med-AD root (images/ + data.json), a folder layout, a MedMNIST .npz, or "synthetic"
+    source: str = "auto"  # auto | medad | folder | medmnist | synthetic
+    anomaly_ratio: float = 0.6  # share of abnormals in the unlabelled set; official data_loader.py ar=0.6
+    unlabeled_size: int = -1  # -1: as many as the labelled normals (official); 0: none (paper Table 4 "0_u")
+    unlabeled_draw: str = "prefix"  # "prefix" of each pool in file order (official) or a seeded "random" draw
+    val_fraction: float = 0.1  # share of labelled normals held out for selection when there is no val split
+    fixed_pairing: bool = False  # official pairs unlabelled[i] with normal[i] for the whole run
+    medmnist_task: str = ""  # pneumoniamnist | retinamnist | breastmnist; "" guesses from the file name
+    skip_bad: bool = False  # skip unreadable images and report them, instead of stopping
+    cache_dir: str = ""  # decoded-image cache; "" puts .medsagan-cache beside the run directory
+    synthetic_count: int = 600  # images per class pool of the built-in synthetic dataset (demo)
+
+
+@dataclass
+class LossConfig:
+    lambda_id: float = 1.0  # identity L1 weight, paper Eq. 6; official main.py lambda_id = 1
+    lambda_rec: float = 1.0  # pseudo-anomaly restoration MSE weight, paper Eq. 6; official hard-coded 1
+    lambda_gp: float = 10.0  # gradient penalty weight, paper Eq. 7; official main.py lambda_gp = 10
+    pseudo_anomaly: str = "fpi"  # "fpi" patch blend (paper Sec. 3.1, official) or "cutpaste"
+    fpi_core: float = 0.6  # box centres lie in this central share of the image; official core_percent 0.6
+    fpi_half_width: tuple[float, float] = (0.05, 0.2)  # box half-width range, share of the side; official
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 100_000  # critic iterations; paper Sec. 3.1 and official main.py
+    batch_size: int = 32  # official train.sh; the paper's text says 64
+    n_critic: int = 2  # generator step every n_critic critic steps; paper Sec. 3.1
+    lr_g: float = 5e-5  # paper Sec. 3.1 and official main.py
+    lr_d: float = 5e-5  # paper Sec. 3.1 and official main.py
+    beta1: float = 0.5  # official Adam betas (0.5, 0.999)
+    beta2: float = 0.999
+    lr_schedule: str = "constant"  # constant (what the official decay amounts to) | linear | official
+    lr_decay_start: int = 50_000  # official num_iters_decay: decay over the last 50k iterations
+    validate_every: int = 1000  # official log_step 1000; selection here uses validation data, never test
+    checkpoint_every: int = 1000  # official model_save_step 1000
+    keep_checkpoints: int = 3  # training-state checkpoints kept besides best.pt
+    log_every: int = 50  # iterations between JSON-lines log records
+    val_max_images: int = 1000  # cap per validation class, to bound the cost of selection
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    amp: bool = False  # bfloat16 autocast; off by default
+    threshold_specificity: float = 0.95  # label-free threshold: this share of held-out normals below it
+
+
+@dataclass
+class Config:
+    preset: str = "paper"  # paper | fast | baseline; applied before the YAML file and overrides
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(asdict(self))
+
+    def save(self, path: str | Path) -> None:
+        from .files import atomic_write_text
+
+        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# The "fast" preset keeps every module of the paper's architecture at a quarter of its width, with two
+# bottleneck blocks: 16x fewer multiply-adds than "paper", so a model that separates real chest X-rays
+# trains on 2 CPU cores in minutes. Its size is printed by `medsagan model-info --preset fast`.
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "fast": {
+        "model": {"conv_dim": 16, "residual_blocks": 2, "d_conv_dim": 16},
+        "train": {
+            "iterations": 2000,
+            "batch_size": 32,
+            "lr_g": 2e-4,
+            "lr_d": 2e-4,
+            "validate_every": 250,
+            "checkpoint_every": 250,
+        },
+    },
+    "baseline": {"model": {"architecture": "baseline"}},
+}
+
+CHOICES = {
+    "model.architecture": ("sagan", "baseline"),
+    "data.source": ("auto", "medad", "folder", "medmnist", "synthetic"),
+    "data.unlabeled_draw": ("prefix", "random"),
+    "loss.pseudo_anomaly": ("fpi", "cutpaste"),
+    "train.lr_schedule": ("constant", "linear", "official"),
+}
+
+
+def to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """`["model.patches=4", "train.amp=true"]` -> nested dict; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {pair!r} is not key=value, for example train.iterations=500")
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {pair!r} sets both {part} and a key inside it")
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+    return nested
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file or drop --config")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (model:, data:, ...)")
+    return loaded
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, preset: str | None = None
+) -> Config:
+    """defaults -> preset -> YAML file -> overrides; unknown keys and wrong types raise ConfigError."""
+    layered = merge(read_yaml(path) if path else {}, overrides or {})
+    name = preset or layered.get("preset") or "paper"
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    layered["preset"] = name
+    return build(Config, merge(PRESETS[name], layered), "")
+
+
+def build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(known)}"
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {prefix}{name} is a section; give it a mapping of keys")
+            kwargs[name] = build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = coerce(value, hint, f"{prefix}{name}")
+    config = cls(**kwargs)
+    for name in known:
+        key = f"{prefix}{name}"
+        if key in CHOICES and getattr(config, name) not in CHOICES[key]:
+            raise ConfigError(f"{key} = {getattr(config, name)!r} is not one of {', '.join(CHOICES[key])}")
+    return config
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        items = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ConfigError(f"{key} takes a list of {len(items)} values, for example [0.05, 0.2]; got {value!r}")
+        return tuple(coerce(v, t, key) for v, t in zip(value, items, strict=True))
+    if origin in (typing.Union, types.UnionType):
+        return coerce(value, next(a for a in typing.get_args(hint) if a is not type(None)), key)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")

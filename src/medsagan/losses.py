@@ -1,0 +1,90 @@
+"""The SAGAN objective (paper Eq. 3-7): WGAN-GP critic, and a generator trained by the adversarial term,
+the identity L1 on normals and the MSE restoring pseudo-anomalies to their normals."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from .config import LossConfig
+from .synthesis import make_pseudo_anomalies
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, mix: Tensor) -> Tensor:
+    """E[(||grad_x D(x_hat)||_2 - 1)^2] at x_hat = mix * real + (1 - mix) * fake, one mix per sample ([B])."""
+    mix = mix.view(-1, *([1] * (real.dim() - 1)))
+    x_hat = (mix * real + (1 - mix) * fake).detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+@dataclass
+class Batch:
+    """One training step's images, all [B, C, S, S] in [-1, 1].
+
+    normal: labelled normals x_n; unlabeled: the normal/abnormal mixture x_u; pseudo: pseudo-anomalies x_p
+    made from `normal`, with their box mask.
+    """
+
+    normal: Tensor
+    unlabeled: Tensor
+    pseudo: Tensor
+    pseudo_mask: Tensor
+
+
+class SAGANLoss:
+    """Owns the objective; the training loop only calls `critic_loss` and `generator_loss` and steps.
+
+    Args:
+        generator, critic: the networks.
+        cfg: the loss weights and the pseudo-anomaly method.
+        rng: drives the pseudo-anomalies and the gradient-penalty mixing.
+    """
+
+    def __init__(self, generator: nn.Module, critic: nn.Module, cfg: LossConfig, rng: torch.Generator):
+        self.generator, self.critic, self.cfg, self.rng = generator, critic, cfg, rng
+
+    def make_batch(self, normal: Tensor, unlabeled: Tensor) -> Batch:
+        options = {}
+        if self.cfg.pseudo_anomaly == "fpi":
+            options = {"core": self.cfg.fpi_core, "half_width": self.cfg.fpi_half_width}
+        pseudo, mask = make_pseudo_anomalies(self.cfg.pseudo_anomaly, normal, self.rng, **options)
+        if unlabeled.shape[0] == 0:
+            # Paper Table 4 "0_u": with no unlabelled images the pseudo-anomalies play their part.
+            unlabeled = pseudo
+        return Batch(normal, unlabeled, pseudo, mask)
+
+    def critic_loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        """L_adv^D = E[D(x'_u)] - E[D(x_n)] + lambda_gp * GP (Eq. 7): real = normals, fake = restored unlabelled."""
+        with torch.no_grad():
+            fake = self.generator(batch.unlabeled)
+        real = batch.normal
+        n = min(real.shape[0], fake.shape[0])
+        wasserstein = self.critic(fake).mean() - self.critic(real).mean()
+        mix = torch.rand(n, generator=self.rng, device=self.rng.device).to(real.device)
+        penalty = gradient_penalty(self.critic, real[:n], fake[:n], mix)
+        loss = wasserstein + self.cfg.lambda_gp * penalty
+        return loss, {"D/wasserstein": wasserstein.item(), "D/gp": penalty.item(), "D/loss": loss.item()}
+
+    def generator_loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        """L^G = L_adv + lambda_id * L_id + lambda_rec * L_rec (Eq. 3-6).
+
+        The three restorations go through the generator as one batch: InstanceNorm works per image, so
+        this is the same function as three passes, at a third of the calls.
+        """
+        sizes = [batch.unlabeled.shape[0], batch.normal.shape[0], batch.pseudo.shape[0]]
+        restored_u, restored_n, restored_p = self.generator(
+            torch.cat([batch.unlabeled, batch.normal, batch.pseudo])
+        ).split(sizes)
+        adversarial = -self.critic(restored_u).mean()
+        identity = functional.l1_loss(restored_n, batch.normal)
+        restoration = functional.mse_loss(restored_p, batch.normal)
+        loss = adversarial + self.cfg.lambda_id * identity + self.cfg.lambda_rec * restoration
+        stats = {
+            "G/adversarial": adversarial.item(),
+            "G/identity": identity.item(),
+            "G/restoration": restoration.item(),
+            "G/loss": loss.item(),
+        }
+        return loss, stats

@@ -1,0 +1,45 @@
+"""SAGAN networks: the generator (ACM + ARRM), the Brainomaly baseline, the critic and the detector."""
+
+from torch import nn
+
+from ..config import ModelConfig
+from .baseline import BrainomalyGenerator
+from .detector import AnomalyDetector, Restoration, anomaly_map, image_score
+from .discriminator import Critic
+from .generator import SAGANGenerator, check_geometry
+from .patches import code_bits, merge_patches, position_codes, split_patches
+
+
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    if cfg.architecture == "baseline":
+        return BrainomalyGenerator(cfg.image_size, cfg.channels, cfg.conv_dim, cfg.residual_blocks)
+    return SAGANGenerator(
+        cfg.image_size, cfg.channels, cfg.patches, cfg.conv_dim, cfg.residual_blocks, cfg.acm, cfg.arrm, cfg.mask_keep
+    )
+
+
+def build_critic(cfg: ModelConfig) -> Critic:
+    return Critic(cfg.image_size, cfg.channels, cfg.d_conv_dim, cfg.d_layers)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = [
+    "AnomalyDetector",
+    "BrainomalyGenerator",
+    "Critic",
+    "Restoration",
+    "SAGANGenerator",
+    "anomaly_map",
+    "build_critic",
+    "build_generator",
+    "check_geometry",
+    "code_bits",
+    "count_parameters",
+    "image_score",
+    "merge_patches",
+    "position_codes",
+    "split_patches",
+]

@@ -1,0 +1,104 @@
+"""Layers shared by the generators, named after the official layer table (official-sagan.md §1.3).
+
+Every InstanceNorm here keeps no running statistics: the official code never left training mode, so
+its published numbers come from per-instance statistics, and this makes `eval()` compute exactly that.
+"""
+
+import torch
+from torch import Tensor, nn
+
+
+def instance_norm(channels: int, affine: bool = True) -> nn.InstanceNorm2d:
+    return nn.InstanceNorm2d(channels, affine=affine, track_running_stats=False)
+
+
+def conv_norm_relu(in_ch: int, out_ch: int, kernel: int, stride: int, padding: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, stride, padding, bias=False), instance_norm(out_ch), nn.ReLU(inplace=True)
+    )
+
+
+def down(in_ch: int, out_ch: int) -> nn.Sequential:
+    """Encoder level: 4x4 stride-2 conv, InstanceNorm, ReLU; halves the size."""
+    return conv_norm_relu(in_ch, out_ch, 4, 2, 1)
+
+
+def up(in_ch: int, out_ch: int) -> nn.Sequential:
+    """Decoder level: 4x4 stride-2 transposed conv, InstanceNorm, ReLU; doubles the size."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False), instance_norm(out_ch), nn.ReLU(inplace=True)
+    )
+
+
+def position_fuse(channels: int, bits: int) -> nn.Sequential:
+    """ACM fuse: 1x1 conv (with bias) from C + K back to C channels, parameter-free InstanceNorm, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(channels + bits, channels, 1), instance_norm(channels, affine=False), nn.ReLU(inplace=True)
+    )
+
+
+class ResidualBlock(nn.Module):
+    """StarGAN residual block at constant width: x + IN(conv(ReLU(IN(conv(x)))))."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            instance_norm(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False),
+            instance_norm(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.main(x)
+
+
+class DecoderBlock(nn.Module):
+    """The official "ResidualBlock1": h = ReLU(IN(conv(z))) changes the width, then h + IN(conv(h)).
+
+    It has no activation after the sum, unlike a standard residual block.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.entry = conv_norm_relu(in_ch, out_ch, 3, 1, 1)
+        self.residual = nn.Sequential(nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False), instance_norm(out_ch))
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.entry(z)
+        return h + self.residual(h)
+
+
+class AttentionGate(nn.Module):
+    """ARRM additive attention gate (paper Eq. 8-9): alpha = S(C3(R(C1(f) + C2(g)))); only the skip is scaled.
+
+    InstanceNorm replaces Attention U-Net's BatchNorm, and a one-channel InstanceNorm sits before the
+    sigmoid, so the attention logits are standardised per patch over space (official model.py).
+    """
+
+    def __init__(self, gating_ch: int, skip_ch: int, inner_ch: int):
+        super().__init__()
+        self.gating = nn.Sequential(nn.Conv2d(gating_ch, inner_ch, 1), instance_norm(inner_ch, affine=False))
+        self.skip = nn.Sequential(nn.Conv2d(skip_ch, inner_ch, 1), instance_norm(inner_ch, affine=False))
+        self.coefficient = nn.Sequential(nn.Conv2d(inner_ch, 1, 1), instance_norm(1, affine=False), nn.Sigmoid())
+
+    def attention(self, gating: Tensor, skip: Tensor) -> Tensor:
+        """The attention coefficients alpha in [0, 1], [B, 1, H, W]."""
+        return self.coefficient(torch.relu(self.gating(gating) + self.skip(skip)))
+
+    def forward(self, gating: Tensor, skip: Tensor) -> Tensor:
+        return skip * self.attention(gating, skip)
+
+
+def restore(additive_map: Tensor, x: Tensor, keep: float, training: bool) -> Tensor:
+    """x' = tanh(G(x) + x), where G(x) = I(x)*delta + (1 - delta)*x and delta ~ Bernoulli(keep) (paper Eq. 1-2).
+
+    The mask exists only in training mode: the official code also drew it at test time, which made its
+    scores random. One delta per pixel, shared by the channels.
+    """
+    if training and keep < 1.0:
+        shape = (x.shape[0], 1, *x.shape[2:])
+        delta = torch.rand(shape, device=x.device) < keep
+        additive_map = torch.where(delta, additive_map, x)
+    return torch.tanh(additive_map + x)

@@ -1,0 +1,134 @@
+import pytest
+import torch
+
+from medsagan.config import load_config
+from medsagan.errors import ConfigError
+from medsagan.models import (
+    AnomalyDetector,
+    BrainomalyGenerator,
+    Critic,
+    SAGANGenerator,
+    build_critic,
+    build_generator,
+    count_parameters,
+)
+from medsagan.models.blocks import AttentionGate, DecoderBlock
+
+
+def small(**kwargs):
+    options = {"image_size": 32, "conv_dim": 4, "residual_blocks": 1}
+    options.update(kwargs)
+    return SAGANGenerator(**options)
+
+
+def test_paper_preset_parameter_counts_match_the_official_layer_tables():
+    cfg = load_config(preset="paper").model
+    assert count_parameters(build_generator(cfg)) == 44_758_979
+    assert count_parameters(build_critic(cfg)) == 44_719_040
+
+
+def test_train_mode_masks_the_additive_map_and_eval_mode_does_not():
+    torch.manual_seed(0)
+    generator = small(mask_keep=0.5)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        additive = generator.additive_map(x)
+        unmasked = torch.tanh(additive + x)
+        generator.train()
+        trained = generator(x)
+        generator.eval()
+        evaluated = generator(x)
+    assert torch.allclose(evaluated, unmasked, atol=1e-6)
+    # Masked pixels equal tanh(2x): the map was replaced by the input there.
+    masked = ~torch.isclose(trained, unmasked, atol=1e-6)
+    assert 0.3 < masked.float().mean() < 0.7
+    assert torch.allclose(trained[masked], torch.tanh(2 * x)[masked], atol=1e-6)
+
+
+def test_eval_output_is_repeatable_and_independent_of_the_batch():
+    torch.manual_seed(0)
+    detector = AnomalyDetector(small()).eval()
+    x = torch.rand(5, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        first, second = detector(x), detector(x)
+        alone = detector(x[2:3])
+    assert torch.equal(first.score, second.score)
+    assert torch.equal(first.restored, second.restored)
+    assert torch.allclose(alone.restored[0], first.restored[2], atol=1e-6)
+    assert torch.allclose(alone.score[0], first.score[2], atol=1e-7)
+
+
+def test_outputs_lie_in_minus_one_one_and_score_is_mean_half_l1():
+    detector = AnomalyDetector(small())
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    result = detector(x)
+    assert result.restored.min() >= -1 and result.restored.max() <= 1
+    assert torch.allclose(result.score, ((x - result.restored).abs() / 2).mean(dim=(1, 2, 3)))
+    assert result.anomaly_map.shape == (3, 1, 32, 32)
+
+
+@pytest.mark.parametrize(("size", "patches"), [(32, 1), (32, 2), (64, 1), (64, 2), (64, 4), (128, 4), (256, 2)])
+def test_supported_sizes_build_and_run(size, patches):
+    generator = small(image_size=size, patches=patches, conv_dim=2)
+    x = torch.zeros(1, 1, size, size)
+    assert generator(x).shape == x.shape
+
+
+def test_impossible_size_is_refused_with_the_sizes_that_work():
+    with pytest.raises(ConfigError, match=r"32 px with patches 1, 2;.*64 px with patches 1, 2, 4"):
+        small(image_size=32, patches=4)
+    with pytest.raises(ConfigError, match="impossible"):
+        small(image_size=60, patches=2)
+
+
+def test_three_channels_in_and_out():
+    generator = small(channels=3)
+    critic = Critic(32, 3, conv_dim=4)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert generator(x).shape == (2, 3, 32, 32)
+    assert critic(x).shape == (2, 1, 1, 1)
+
+
+def test_acm_switch_removes_codes_fuses_and_patches():
+    with_acm, without = small(patches=2), small(patches=2, acm=False)
+    assert with_acm.patches == 2 and without.patches == 1
+    assert hasattr(with_acm, "fuse1") and not hasattr(without, "fuse1")
+    assert with_acm.bottleneck[0][0].in_channels == 32 + 3  # 8 * conv_dim + K code bits
+    assert without.bottleneck[0].__class__.__name__ == "ResidualBlock"
+    assert count_parameters(without) < count_parameters(with_acm)
+
+
+def test_arrm_switch_removes_gates_decoder_blocks_and_fusion():
+    with_arrm, without = small(), small(arrm=False)
+    kinds = lambda g: {type(m) for m in g.modules()}  # noqa: E731
+    assert AttentionGate in kinds(with_arrm) and DecoderBlock in kinds(with_arrm)
+    assert AttentionGate not in kinds(without) and DecoderBlock not in kinds(without)
+    assert not hasattr(without, "fusion")
+    assert without(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_baseline_is_brainomaly_without_mask_or_patches():
+    cfg = load_config(preset="baseline").model
+    generator = build_generator(cfg)
+    assert isinstance(generator, BrainomalyGenerator)
+    assert not any(isinstance(m, AttentionGate) for m in generator.modules())
+    generator.train()
+    x = torch.rand(2, 1, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(generator(x), generator.eval()(x))  # no random mask
+
+
+def test_attention_gate_scales_only_the_skip_by_coefficients_in_unit_range():
+    gate = AttentionGate(6, 4, 3)
+    gating, skip = torch.randn(2, 6, 5, 5), torch.randn(2, 4, 5, 5)
+    alpha = gate.attention(gating, skip)
+    assert alpha.shape == (2, 1, 5, 5)
+    assert alpha.min() >= 0 and alpha.max() <= 1
+    assert torch.allclose(gate(gating, skip), skip * alpha)
+
+
+def test_critic_depth_adapts_to_image_size():
+    assert Critic(64, 1, 4)(torch.zeros(1, 1, 64, 64)).shape == (1, 1, 1, 1)
+    assert Critic(32, 1, 4)(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 1, 1)
+    assert Critic(128, 1, 4)(torch.zeros(1, 1, 128, 128)).shape == (1, 1, 2, 2)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._NormBase) for m in Critic(64).modules())
