@@ -26,8 +26,14 @@ def tiny_config(**sections):
     """The paper's architecture at width 4: the same modules, small enough for unit tests."""
     base = {
         "model": {"conv_dim": 4, "residual_blocks": 1, "d_conv_dim": 4, "image_size": 32},
-        "train": {"batch_size": 4, "iterations": 6, "validate_every": 3, "checkpoint_every": 2, "log_every": 2,
-                  "device": "cpu"},
+        "train": {
+            "batch_size": 4,
+            "iterations": 6,
+            "validate_every": 3,
+            "checkpoint_every": 2,
+            "log_every": 2,
+            "device": "cpu",
+        },
         "data": {"path": "synthetic", "synthetic_count": 24},
     }
     for section, values in sections.items():

@@ -10,8 +10,14 @@ def boxes(mask):
     out = []
     for m in mask[:, 0]:
         rows, cols = m.nonzero(as_tuple=True)
-        out.append((rows.min().item(), cols.min().item(), rows.max().item() - rows.min().item() + 1,
-                    cols.max().item() - cols.min().item() + 1))
+        out.append(
+            (
+                rows.min().item(),
+                cols.min().item(),
+                rows.max().item() - rows.min().item() + 1,
+                cols.max().item() - cols.min().item() + 1,
+            )
+        )
     return out
 
 

@@ -121,6 +121,9 @@ CHOICES = {
 }
 
 
+SCALARS = {bool: (bool,), int: (int,), float: (int, float), str: (str, int, float)}
+
+
 def to_plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: to_plain(v) for k, v in value.items()}
@@ -215,18 +218,9 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(coerce(v, t, key) for v, t in zip(value, items, strict=True))
     if origin in (typing.Union, types.UnionType):
         return coerce(value, next(a for a in typing.get_args(hint) if a is not type(None)), key)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    accepted = SCALARS.get(hint, ())
+    if isinstance(value, accepted) and (hint is bool or not isinstance(value, bool)):
+        return hint(value)
     raise ConfigError(f"{key} must be {getattr(hint, '__name__', hint)}, got {value!r}")

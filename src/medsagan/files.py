@@ -11,6 +11,7 @@ import torch
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Write through `write(handle)` into a temporary file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)

@@ -12,7 +12,7 @@ def code_bits(patches: int) -> int:
     The paper writes ceil(log2(N*N) + 1); the official code uses floor. Both give 3 bits for the
     paper's N = 2; floor is what the released models were trained with.
     """
-    return int(math.floor(math.log2(patches * patches))) + 1
+    return math.floor(math.log2(patches * patches)) + 1
 
 
 def position_codes(patches: int) -> Tensor:

@@ -1,0 +1,1 @@
+"""Reading images, dataset sources and the in-memory training data."""

@@ -1,0 +1,121 @@
+"""`data check`: what a dataset holds, what the protocol would train on, and whether anything is wrong."""
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from PIL import Image
+
+from ..config import DataConfig
+from ..errors import DataError
+from .dataset import holdout_count, unlabeled_counts
+from .readers import is_dicom
+from .sources import MEDAD_KEYS, POOLS, SHOWN, ArraySource, Source
+
+
+def _header(source: Source, item: str) -> tuple[str, str]:
+    """('WxH', mode) of one image without decoding its pixels."""
+    if isinstance(source, ArraySource):
+        array = source._array(item)
+        return f"{array.shape[1]}x{array.shape[0]}", "RGB" if array.ndim == 3 else "L"
+    path = source.path_of(item)
+    if is_dicom(path):
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return f"{ds.Columns}x{ds.Rows}", f"DICOM {ds.get('PhotometricInterpretation', '?')} {ds.BitsStored}-bit"
+    try:
+        with Image.open(path) as image:
+            return f"{image.width}x{image.height}", image.mode
+    except OSError as err:
+        raise DataError(f"{path}: unreadable or corrupt image ({err}); fix or remove it, or pass --skip-bad") from None
+
+
+def inspect(source: Source, cfg: DataConfig) -> dict:
+    """Counts per pool, the protocol's unlabelled set, validation plan, image sizes and modes, leakage."""
+    counts = {key: len(source.pools.get(key, [])) for key in POOLS if key in source.pools or key in MEDAD_KEYS}
+    try:
+        normal, abnormal, unknown = unlabeled_counts(source.pools, cfg)
+        unlabeled = {"normal": normal, "abnormal": abnormal, "unknown": unknown}
+    except DataError as err:
+        unlabeled = {"error": str(err)}
+    if source.pools.get("val/0") and source.pools.get("val/1"):
+        validation = {"kind": "labelled", "normal": counts["val/0"], "abnormal": counts["val/1"]}
+    else:
+        held = holdout_count(counts["train/0"], cfg.val_fraction)
+        validation = {"kind": "aucp" if held else "none", "held_out_normals": held}
+
+    items = [item for key in POOLS for item in source.pools.get(key, [])]
+    with ThreadPoolExecutor(8) as pool:
+        headers = list(pool.map(lambda item: _safe(source, item, cfg.skip_bad), items))
+    bad = [h for h in headers if isinstance(h, str)]
+    good = [h for h in headers if isinstance(h, tuple)]
+    sizes, modes = Counter(size for size, _ in good), Counter(mode for _, mode in good)
+
+    test = {d for key in ("test/0", "test/1") for d in map(source.digest, source.pools.get(key, []))}
+    train = [
+        (item, source.digest(item)) for key in POOLS if not key.startswith("test") for item in source.pools.get(key, [])
+    ]
+    leaked = [item for item, digest in train if digest in test]
+    if leaked:
+        shown = ", ".join(leaked[:SHOWN])
+        raise DataError(
+            f"{len(leaked)} training or validation images are byte-identical to test images "
+            f"(leakage): {shown}; remove them from one side"
+        )
+    return {
+        "source": source.kind,
+        "path": str(source.root),
+        "description": source.describe(),
+        "counts": counts,
+        "unlabeled_set": unlabeled,
+        "protocol": {
+            "anomaly_ratio": cfg.anomaly_ratio,
+            "unlabeled_size": cfg.unlabeled_size,
+            "draw": cfg.unlabeled_draw,
+        },
+        "validation": validation,
+        "image_sizes": dict(sizes.most_common()),
+        "image_modes": dict(modes.most_common()),
+        "unreadable": bad,
+    }
+
+
+def _safe(source: Source, item: str, skip_bad: bool):
+    try:
+        return _header(source, item)
+    except DataError as err:
+        if not skip_bad:
+            raise
+        return str(err)
+
+
+def format_report(report: dict) -> str:
+    lines = [f"dataset   {report['description']}", "", f"{'pool':<22}{'images':>8}"]
+    lines += [f"{key:<22}{count:>8}" for key, count in report["counts"].items()]
+    unlabeled, protocol = report["unlabeled_set"], report["protocol"]
+    lines.append("")
+    if "error" in unlabeled:
+        lines.append(f"unlabelled set: cannot be built: {unlabeled['error']}")
+    elif unlabeled["unknown"]:
+        lines.append(f"unlabelled set: {unlabeled['unknown']} images of unknown label (all of unlabeled/)")
+    else:
+        lines.append(
+            f"unlabelled set: {unlabeled['normal']} normal + {unlabeled['abnormal']} abnormal "
+            f"(anomaly ratio {protocol['anomaly_ratio']}, {protocol['draw']} of each pool)"
+        )
+    validation = report["validation"]
+    if validation["kind"] == "labelled":
+        lines.append(f"validation: labelled split, {validation['normal']} normal + {validation['abnormal']} abnormal")
+    elif validation["kind"] == "aucp":
+        lines.append(
+            f"validation: {validation['held_out_normals']} held-out labelled normals against the "
+            "unlabelled set (AUCp, label-free)"
+        )
+    else:
+        lines.append("validation: none (the last iteration is kept)")
+    sizes = ", ".join(f"{size} ({n})" for size, n in report["image_sizes"].items())
+    modes = ", ".join(f"{mode} ({n})" for mode, n in report["image_modes"].items())
+    lines += [f"image sizes: {sizes}", f"image modes: {modes}"]
+    if report["unreadable"]:
+        lines.append(f"unreadable, skipped: {len(report['unreadable'])}; first: {report['unreadable'][0]}")
+    return "\n".join(lines)

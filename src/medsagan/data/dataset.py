@@ -1,0 +1,241 @@
+"""In-memory image sets and the training data of the paper's protocol (official-sagan.md §6.3).
+
+Decoded images live as one uint8 tensor per role, cached on disk by source, ids, size and channels,
+so a second run starts at once and batches are slices of tensors, never per-image decoding.
+"""
+
+import hashlib
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import DataConfig, ModelConfig
+from ..errors import DataError
+from ..files import atomic_torch_save, load_tensors
+from .sources import SHOWN, Source
+
+CACHE_VERSION = "1"  # bump when decoding changes, so old caches are not reused
+HOLDOUT_SEED = 0  # held-out validation normals are the same for every training seed
+
+
+@dataclass
+class ImageSet:
+    """images: uint8 [N, C, S, S]; labels: 0 normal, 1 abnormal, -1 unknown; ids and paths per image."""
+
+    images: Tensor
+    ids: list[str]
+    labels: Tensor
+    paths: list[str]
+    digests: list[str]
+    skipped: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: Sequence[int] | Tensor) -> "ImageSet":
+        index = torch.as_tensor(index, dtype=torch.long)
+        pick = index.tolist()
+        return ImageSet(
+            self.images[index],
+            [self.ids[i] for i in pick],
+            self.labels[index],
+            [self.paths[i] for i in pick],
+            [self.digests[i] for i in pick],
+            [],
+        )
+
+    @staticmethod
+    def concat(*sets: "ImageSet") -> "ImageSet":
+        return ImageSet(
+            torch.cat([s.images for s in sets]),
+            [i for s in sets for i in s.ids],
+            torch.cat([s.labels for s in sets]),
+            [p for s in sets for p in s.paths],
+            [d for s in sets for d in s.digests],
+            [k for s in sets for k in s.skipped],
+        )
+
+
+def to_model_range(images: Tensor) -> Tensor:
+    """uint8 -> float in [-1, 1] (ToTensor then Normalize(0.5, 0.5), as the official loader)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def _decode_one(source: Source, item: str, size: int, channels: int) -> tuple[np.ndarray | None, str, str]:
+    try:
+        return source.decode(item, size, channels), source.digest(item), ""
+    except DataError as err:
+        return None, "", str(err)
+
+
+def load_images(
+    source: Source,
+    ids: list[str],
+    label: int,
+    size: int,
+    channels: int,
+    skip_bad: bool = False,
+    cache_dir: str | Path | None = None,
+) -> ImageSet:
+    """Decode `ids` of `source` (or read them from the cache) into an ImageSet with the given label."""
+    key_text = "\n".join([CACHE_VERSION, source.kind, str(source.root.resolve()), str(size), str(channels)])
+    key = hashlib.sha256((key_text + "\n" + "\n".join(map(source.stamp, ids))).encode()).hexdigest()[:24]
+    cache = Path(cache_dir) / f"{source.kind}-{size}px-{channels}ch-{key}.pt" if cache_dir else None
+    if cache is not None and cache.is_file():
+        stored = load_tensors(cache)
+        images, kept, digests, skipped = stored["images"], stored["ids"], stored["digests"], stored["skipped"]
+        if skipped and not skip_bad:
+            raise DataError(f"{len(skipped)} unreadable images, the first: {skipped[0]}; fix them or pass --skip-bad")
+    else:
+        workers = min(16, os.cpu_count() or 1)
+        with ThreadPoolExecutor(workers) as pool:
+            decoded = list(pool.map(lambda item: _decode_one(source, item, size, channels), ids))
+        errors = [message for _, _, message in decoded if message]
+        if errors and not skip_bad:
+            more = f" ({len(errors) - 1} more unreadable)" if len(errors) > 1 else ""
+            raise DataError(errors[0] + more)
+        kept = [item for item, (array, _, _) in zip(ids, decoded, strict=True) if array is not None]
+        digests = [digest for array, digest, _ in decoded if array is not None]
+        skipped = errors
+        shape = (0, channels, size, size)
+        arrays = [array for array, _, _ in decoded if array is not None]
+        images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(shape, dtype=torch.uint8)
+        if cache is not None:
+            atomic_torch_save(cache, {"images": images, "ids": kept, "digests": digests, "skipped": skipped})
+    paths = [str(source.path_of(item) or item) for item in kept]
+    labels = torch.full((len(kept),), label, dtype=torch.long)
+    return ImageSet(images, list(kept), labels, paths, list(digests), list(skipped))
+
+
+def unlabeled_counts(pools: dict[str, list[str]], cfg: DataConfig) -> tuple[int, int, int]:
+    """(normal, abnormal, unknown) sizes of the protocol's unlabelled set, or a DataError if impossible.
+
+    Official rule: as many unlabelled images as labelled normals, int(size * anomaly_ratio) of them abnormal.
+    """
+    if "train/unlabeled" in pools:
+        available = len(pools["train/unlabeled"])
+        size = available if cfg.unlabeled_size < 0 else cfg.unlabeled_size
+        if size > available:
+            raise DataError(f"data.unlabeled_size {size} exceeds the {available} images in unlabeled/")
+        return 0, 0, size
+    size = len(pools["train/0"]) if cfg.unlabeled_size < 0 else cfg.unlabeled_size
+    if not 0.0 <= cfg.anomaly_ratio <= 1.0:
+        raise DataError(f"data.anomaly_ratio must lie in [0, 1], got {cfg.anomaly_ratio}")
+    normals, abnormals = len(pools.get("train/unlabeled/0", [])), len(pools.get("train/unlabeled/1", []))
+    abnormal = int(size * cfg.anomaly_ratio)
+    if abnormal <= abnormals and size - abnormal <= normals:
+        return size - abnormal, abnormal, 0
+    if size > normals + abnormals:
+        raise DataError(
+            f"the unlabelled set needs {size} images but the pools hold {normals} normal + {abnormals} abnormal; "
+            f"set data.unlabeled_size to at most {normals + abnormals}"
+        )
+    feasible = [
+        r / 100 for r in range(101) if int(size * r / 100) <= abnormals and size - int(size * r / 100) <= normals
+    ]
+    raise DataError(
+        f"data.anomaly_ratio {cfg.anomaly_ratio} needs {abnormal} abnormal and {size - abnormal} normal unlabelled "
+        f"images; the pools hold {abnormals} abnormal and {normals} normal. The largest ratio they can give at "
+        f"{size} images is {max(feasible):.2f} (smallest {min(feasible):.2f})"
+    )
+
+
+def _draw(ids: list[str], count: int, mode: str, seed: int) -> list[str]:
+    if mode == "prefix":
+        return ids[:count]
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))[:count]
+    return [ids[i] for i in sorted(order.tolist())]
+
+
+def holdout_count(n: int, fraction: float) -> int:
+    return 0 if fraction <= 0 else min(n - 1, max(1, math.ceil(n * fraction)))
+
+
+@dataclass
+class TrainingData:
+    """What a run trains and selects on. The test pools are not here: training never reads them.
+
+    validation: "labelled" (val/0 against val/1), "aucp" (held-out normals against the unlabelled set,
+    the label-free AUC of Brainomaly, official-sagan.md §8.2) or "none".
+    """
+
+    normal: ImageSet
+    unlabeled: ImageSet
+    val_normal: ImageSet | None
+    val_positive: ImageSet | None
+    validation: str
+
+
+def build_training_data(
+    source: Source, data: DataConfig, model: ModelConfig, seed: int, val_max: int, cache_dir: str | Path | None
+) -> TrainingData:
+    pools = source.pools
+    load = lambda ids, label: load_images(  # noqa: E731
+        source, ids, label, model.image_size, model.channels, data.skip_bad, cache_dir
+    )
+    normal_ids = pools["train/0"]
+    n_normal, n_abnormal, n_unknown = unlabeled_counts(pools, data)
+    if n_unknown:
+        unlabeled = load(_draw(pools["train/unlabeled"], n_unknown, data.unlabeled_draw, seed), -1)
+    else:
+        parts = [
+            load(_draw(pools["train/unlabeled/1"], n_abnormal, data.unlabeled_draw, seed), 1),
+            load(_draw(pools["train/unlabeled/0"], n_normal, data.unlabeled_draw, seed + 1), 0),
+        ]
+        unlabeled = ImageSet.concat(*parts)
+
+    cap = lambda s: s.subset(_cap_index(len(s), val_max)) if s is not None and len(s) > val_max else s  # noqa: E731
+    if pools.get("val/0") and pools.get("val/1"):
+        normal = load(normal_ids, 0)
+        val_normal, val_positive, validation = cap(load(pools["val/0"], 0)), cap(load(pools["val/1"], 1)), "labelled"
+    else:
+        everything = load(normal_ids, 0)
+        held = holdout_count(len(everything), data.val_fraction)
+        order = torch.randperm(len(everything), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+        normal = everything.subset(order[held:].sort().values)
+        if held and len(unlabeled):
+            val_normal, val_positive, validation = (
+                cap(everything.subset(order[:held].sort().values)),
+                cap(unlabeled),
+                "aucp",
+            )
+        else:
+            val_normal, val_positive, validation = None, None, "none"
+    if len(normal) < 2:
+        raise DataError(
+            f"{source.describe()}: {len(normal)} labelled normal images left for training; at least 2 are needed"
+        )
+    return TrainingData(normal, unlabeled, val_normal, val_positive, validation)
+
+
+def _cap_index(n: int, cap: int) -> Tensor:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+    return order[:cap].sort().values
+
+
+def load_split(source: Source, split: str, model: ModelConfig, skip_bad: bool, cache_dir) -> ImageSet:
+    """The labelled images of `split` ("test" or "val"), normals first; an error if either class is empty."""
+    sets = []
+    for label in (0, 1):
+        ids = source.pools.get(f"{split}/{label}", [])
+        if not ids:
+            kind = "normal" if label == 0 else "abnormal"
+            raise DataError(f"{source.describe()}: the {split} split has no {kind} images ({split}/{label} is empty)")
+        sets.append(load_images(source, ids, label, model.image_size, model.channels, skip_bad, cache_dir))
+    return ImageSet.concat(*sets)
+
+
+def check_leakage(evaluated: ImageSet, training: Sequence[ImageSet]) -> None:
+    """Refuse evaluation images whose bytes are identical to a training or validation image."""
+    seen = {digest: path for s in training for digest, path in zip(s.digests, s.paths, strict=True)}
+    clashes = [(path, seen[d]) for d, path in zip(evaluated.digests, evaluated.paths, strict=True) if d in seen]
+    if clashes:
+        shown = "; ".join(f"{a} = {b}" for a, b in clashes[:SHOWN])
+        raise DataError(f"{len(clashes)} evaluation images are byte-identical to training images (leakage): {shown}")

@@ -1,0 +1,320 @@
+"""Dataset sources: the Med-AD layout, a folder layout, MedMNIST .npz files and the built-in synthetic set.
+
+Every source lists the same pools of image ids and decodes any id to uint8 [C, S, S]:
+
+    train/0             labelled normals
+    train/unlabeled/0   pool of unlabelled normals (labels known only to build the protocol's set)
+    train/unlabeled/1   pool of unlabelled abnormals
+    train/unlabeled     unlabelled images whose labels nobody knows (folder layout)
+    val/0, val/1        labelled validation images, when the dataset has them
+    test/0, test/1      normal and abnormal test images
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .readers import SUFFIXES, is_dicom, load_resized, resize_uint8
+
+POOLS = (
+    "train/0",
+    "train/unlabeled/0",
+    "train/unlabeled/1",
+    "train/unlabeled",
+    "val/0",
+    "val/1",
+    "test/0",
+    "test/1",
+)
+MEDAD_KEYS = ("train/0", "train/unlabeled/0", "train/unlabeled/1", "test/0", "test/1")
+FOLDERS = {
+    "normal": "train/0",
+    "unlabeled": "train/unlabeled",
+    "unlabeled/normal": "train/unlabeled/0",
+    "unlabeled/abnormal": "train/unlabeled/1",
+    "val/normal": "val/0",
+    "val/abnormal": "val/1",
+    "test/normal": "test/0",
+    "test/abnormal": "test/1",
+}
+# MedMNIST label -> 0 normal / 1 abnormal (documented in the README).
+MEDMNIST_TASKS = {
+    "pneumoniamnist": lambda label: int(label == 1),  # 0 normal, 1 pneumonia
+    "retinamnist": lambda label: int(label != 0),  # DR grade 0 normal, grades 1-4 abnormal
+    "breastmnist": lambda label: int(label == 0),  # 1 normal+benign, 0 malignant
+}
+SHOWN = 5
+
+
+def missing_error(where: Path, missing: list[Path], total: int) -> DataError:
+    shown = ", ".join(str(p) for p in missing[:3])
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return DataError(
+        f"{where}: {len(missing)} of {total} listed images are missing: {shown}{more}. "
+        "Put the images in place (for Med-AD, the benchmark archive's images/ folder) or fix the list."
+    )
+
+
+class Source:
+    """Base: `pools` maps pool names to ids; `path_of`, `decode` and `digest` work on one id."""
+
+    kind = ""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.pools: dict[str, list[str]] = {}
+
+    def path_of(self, item: str) -> Path | None:
+        return self.root / item
+
+    def decode(self, item: str, size: int, channels: int) -> np.ndarray:
+        return load_resized(self.path_of(item), size, channels)
+
+    def digest(self, item: str) -> str:
+        return hashlib.sha1(self.path_of(item).read_bytes()).hexdigest()
+
+    def stamp(self, item: str) -> str:
+        """Cheap identity of an item's current content for the cache key: size and modification time."""
+        stat = self.path_of(item).stat()
+        return f"{item}:{stat.st_size}:{stat.st_mtime_ns}"
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.root}"
+
+
+def read_split(index: Path) -> dict[str, list[str]]:
+    """The five lists of a Med-AD data.json, checked: keys there, lists of names, disjoint, required ones non-empty."""
+    try:
+        split = json.loads(index.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{index}: not valid JSON ({err})") from None
+    pools = {}
+    for key in MEDAD_KEYS:
+        node = split
+        for part in key.split("/"):
+            if not isinstance(node, dict) or part not in node:
+                raise DataError(
+                    f"{index}: missing key {key.replace('/', '.')}; a Med-AD data.json holds "
+                    "train.0, train.unlabeled.0, train.unlabeled.1, test.0 and test.1 (lists of file names)"
+                )
+            node = node[part]
+        if not isinstance(node, list) or not all(isinstance(name, str) for name in node):
+            raise DataError(f"{index}: {key.replace('/', '.')} must be a list of file names")
+        pools[key] = list(node)
+    for key in ("train/0", "test/0", "test/1"):
+        if not pools[key]:
+            raise DataError(f"{index}: {key.replace('/', '.')} is empty; Med-AD needs images in it")
+    seen: dict[str, str] = {}
+    for key, names in pools.items():
+        for name in names:
+            if name in seen:
+                raise DataError(
+                    f"{index}: {name} is in both {seen[name].replace('/', '.')} and {key.replace('/', '.')} "
+                    "(leakage); each image must be in one list"
+                )
+            seen[name] = key
+    return pools
+
+
+class MedADSource(Source):
+    """`ROOT/images/<name>` + `ROOT/data.json` with lists train.0, train.unlabeled.{0,1}, test.{0,1}."""
+
+    kind = "medad"
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.pools = read_split(root / "data.json")
+        images = root / "images"
+        listed = [images / name for names in self.pools.values() for name in names]
+        if not images.is_dir():
+            raise DataError(
+                f"{root}: no images/ folder, so all {len(listed)} images listed in data.json are missing. "
+                "Put the images in images/ (for the benchmark: the Med-AD archive, or `medsagan data prepare`)"
+            )
+        missing = [path for path in listed if not path.is_file()]
+        if missing:
+            raise missing_error(root, missing, len(listed))
+
+    def path_of(self, item: str) -> Path:
+        return self.root / "images" / item
+
+
+class FolderSource(Source):
+    """normal/, unlabeled/ (flat, or normal/ + abnormal/ when known), test/{normal,abnormal}/, val/{normal,abnormal}/"""
+
+    kind = "folder"
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self._check_names(root, ("normal", "unlabeled", "test", "val"), "")
+        for sub in ("test", "val"):
+            if (root / sub).is_dir():
+                self._check_names(root / sub, ("normal", "abnormal"), f"{sub}/")
+        unlabeled = root / "unlabeled"
+        split_unlabeled = (unlabeled / "normal").is_dir() or (unlabeled / "abnormal").is_dir()
+        for folder, pool in FOLDERS.items():
+            if folder.startswith("unlabeled") and (folder == "unlabeled") == split_unlabeled:
+                continue
+            path = root / folder
+            if path.is_dir():
+                self.pools[pool] = self._list(path)
+        if split_unlabeled:
+            self._check_names(unlabeled, ("normal", "abnormal"), "unlabeled/")
+            loose = [p.name for p in unlabeled.iterdir() if p.is_file() and not p.name.startswith(".")]
+            if loose:
+                raise DataError(
+                    f"{unlabeled}: holds both files ({loose[0]}, ...) and normal/ or abnormal/ folders; "
+                    "put all unlabelled images directly in unlabeled/, or all of them in its two subfolders"
+                )
+        if not self.pools.get("train/0"):
+            raise DataError(
+                f"{root / 'normal'}: no labelled normal images; the folder layout needs normal/ with images"
+            )
+        for parent in ("test", "val"):
+            if (root / parent).is_dir():
+                for label, cls in (("0", "normal"), ("1", "abnormal")):
+                    if not self.pools.get(f"{parent}/{label}"):
+                        raise DataError(
+                            f"{root / parent / cls}: empty or missing; {parent}/ needs normal/ and abnormal/"
+                        )
+
+    @staticmethod
+    def _check_names(folder: Path, allowed: tuple[str, ...], prefix: str) -> None:
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir() and not entry.name.startswith(".") and entry.name not in allowed:
+                raise DataError(
+                    f"{entry}: unknown folder {prefix}{entry.name}/; the folder layout has "
+                    f"{', '.join(prefix + name + '/' for name in allowed)}"
+                )
+
+    def _list(self, folder: Path) -> list[str]:
+        paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        items = []
+        for path in paths:
+            if path.suffix.lower() not in SUFFIXES and not (path.suffix == "" and is_dicom(path)):
+                raise DataError(
+                    f"{path}: unsupported file type {path.suffix or '(none)'}; images must be "
+                    f"{', '.join(SUFFIXES)} or DICOM; move other files out of the image folders"
+                )
+            items.append(path.relative_to(self.root).as_posix())
+        return items
+
+
+class ArraySource(Source):
+    """Images held in memory as uint8 arrays [N, H, W] or [N, H, W, 3]; ids are "<array>:<index>"."""
+
+    def __init__(self, root: Path, arrays: dict[str, np.ndarray]):
+        super().__init__(root)
+        self.arrays = arrays
+
+    def _array(self, item: str) -> np.ndarray:
+        name, index = item.rsplit(":", 1)
+        return self.arrays[name][int(index)]
+
+    def path_of(self, item: str) -> None:
+        return None
+
+    def decode(self, item: str, size: int, channels: int) -> np.ndarray:
+        return resize_uint8(np.ascontiguousarray(self._array(item)), size, channels)
+
+    def digest(self, item: str) -> str:
+        return hashlib.sha1(np.ascontiguousarray(self._array(item)).tobytes()).hexdigest()
+
+    def stamp(self, item: str) -> str:
+        return item
+
+
+class MedMNISTSource(ArraySource):
+    """A MedMNIST v2 .npz: train normals split in half (labelled / unlabelled pool), train abnormals
+    unlabelled, val and test kept with their labels."""
+
+    kind = "medmnist"
+
+    def __init__(self, path: Path, task: str = ""):
+        try:
+            with np.load(path) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: not a readable .npz file ({err})") from None
+        super().__init__(path, {})
+        task = task or next((name for name in MEDMNIST_TASKS if name in path.name.lower()), "")
+        if task not in MEDMNIST_TASKS:
+            raise DataError(
+                f"{path}: cannot tell which MedMNIST dataset this is; set data.medmnist_task to one of "
+                f"{', '.join(MEDMNIST_TASKS)}"
+            )
+        to_binary = MEDMNIST_TASKS[task]
+        self.task = task
+        for split in ("train", "val", "test"):
+            if f"{split}_images" not in arrays or f"{split}_labels" not in arrays:
+                raise DataError(f"{path}: missing key {split}_images or {split}_labels; MedMNIST files have both")
+            self.arrays[split] = arrays[f"{split}_images"]
+            binary = np.array([to_binary(int(v)) for v in np.asarray(arrays[f"{split}_labels"]).reshape(-1)])
+            normal = [f"{split}:{i}" for i in np.flatnonzero(binary == 0)]
+            abnormal = [f"{split}:{i}" for i in np.flatnonzero(binary == 1)]
+            if split == "train":
+                half = (len(normal) + 1) // 2
+                self.pools.update(
+                    {"train/0": normal[:half], "train/unlabeled/0": normal[half:], "train/unlabeled/1": abnormal}
+                )
+            else:
+                self.pools.update({f"{split}/0": normal, f"{split}/1": abnormal})
+        if not self.pools["train/0"]:
+            raise DataError(f"{path}: no normal training images")
+
+    def describe(self) -> str:
+        return f"medmnist ({self.task}) {self.root}"
+
+
+class SyntheticSource(ArraySource):
+    """The built-in synthetic chest-radiograph-like dataset (medsagan.data.synthetic), in the Med-AD pools."""
+
+    kind = "synthetic"
+
+    def __init__(self, count: int, size: int, seed: int = 0):
+        from .synthetic import synthetic_pools
+
+        super().__init__(Path("synthetic"), {})
+        for pool, images in synthetic_pools(count, size, seed).items():
+            self.arrays[pool] = images
+            self.pools[pool] = [f"{pool}:{i}" for i in range(len(images))]
+        self.count, self.size, self.seed = count, size, seed
+
+    def describe(self) -> str:
+        return f"synthetic (seed {self.seed}, {self.count} per pool, {self.size} px)"
+
+
+def open_source(
+    path: str, source: str = "auto", medmnist_task: str = "", synthetic_count: int = 600, image_size: int = 64
+) -> Source:
+    """Detect the layout of `path` (or use `source`) and open it, with a clear error if it fits none."""
+    if source == "synthetic" or (source == "auto" and path == "synthetic"):
+        return SyntheticSource(synthetic_count, image_size)
+    if not path:
+        raise DataError("no dataset given; set data.path (or --data) to a dataset folder or .npz file")
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: no such file or folder; point data.path at your dataset")
+    if source == "auto":
+        if root.is_file() and root.suffix == ".npz":
+            source = "medmnist"
+        elif (root / "data.json").is_file():
+            source = "medad"
+        elif (root / "normal").is_dir():
+            source = "folder"
+        else:
+            raise DataError(
+                f"{root}: not a dataset layout medsagan knows. Expected a Med-AD folder (images/ and data.json), "
+                "a folder layout (normal/, unlabeled/, test/normal/, test/abnormal/) or a MedMNIST .npz file"
+            )
+    opener = {"medad": MedADSource, "folder": FolderSource}
+    if source == "medmnist":
+        return MedMNISTSource(root, medmnist_task)
+    if source in opener:
+        if not root.is_dir():
+            raise DataError(f"{root}: a {source} dataset is a folder, not a file")
+        return opener[source](root)
+    raise DataError(f"data.source {source!r} is unknown; choose auto, medad, folder, medmnist or synthetic")

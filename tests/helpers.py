@@ -1,0 +1,78 @@
+"""Test helpers that write real image files: PNG layouts and DICOMs made with pydicom."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
+
+
+def write_png(path: Path, value: int | np.ndarray, size: int = 16, mode: str = "L") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.full((size, size), value, dtype=np.uint8) if np.isscalar(value) else value
+    Image.fromarray(array).convert(mode).save(path)
+    return path
+
+
+def blob_image(rng: np.random.Generator, size: int = 32, abnormal: bool = False) -> np.ndarray:
+    """A smooth random background; abnormal images get a bright disc."""
+    yy, xx = np.mgrid[:size, :size] / size
+    image = 90 + 40 * np.sin(6 * xx + rng.uniform(0, 6)) * np.cos(4 * yy) + rng.normal(0, 4, (size, size))
+    if abnormal:
+        cy, cx = rng.uniform(0.3, 0.7, 2)
+        image += 110 * (((yy - cy) ** 2 + (xx - cx) ** 2) < 0.02)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_folder_dataset(root: Path, n: int = 12, size: int = 32, val: bool = False, seed: int = 0) -> Path:
+    """The folder layout: normal/, unlabeled/, test/{normal,abnormal}/ and optionally val/."""
+    rng = np.random.default_rng(seed)
+    plan = {"normal": (n, False), "test/normal": (n // 2, False), "test/abnormal": (n // 2, True)}
+    if val:
+        plan.update({"val/normal": (4, False), "val/abnormal": (4, True)})
+    for folder, (count, abnormal) in plan.items():
+        for i in range(count):
+            write_png(root / folder / f"{folder.replace('/', '-')}-{i:03d}.png", blob_image(rng, size, abnormal))
+    for i in range(n):
+        write_png(root / "unlabeled" / f"u-{i:03d}.png", blob_image(rng, size, abnormal=i % 2 == 0))
+    return root
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    window: tuple[float, float] | None = None,
+    rescale: tuple[float, float] | None = None,
+    compressed: bool = False,
+) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEG2000Lossless if compressed else ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored = bits_stored or ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 0
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if rescale:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+    if compressed:
+        ds.PixelData = encapsulate([b"\x00\x01" * 64])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -1,0 +1,108 @@
+import pytest
+import torch
+from helpers import make_folder_dataset
+
+from medsagan.config import DataConfig, ModelConfig
+from medsagan.data.dataset import build_training_data, load_images, load_split
+from medsagan.data.sampler import PairSampler
+from medsagan.data.sources import open_source
+from medsagan.errors import ConfigError, DataError
+
+
+def test_protocol_training_data_on_real_pneumonia(shared_data, tmp_path):
+    source = open_source(str(shared_data / "medad-pneumonia64"))
+    data = build_training_data(source, DataConfig(), ModelConfig(), 0, 1000, tmp_path)
+    assert len(data.normal) == 630 and len(data.val_normal) == 70  # 10 % of the labelled normals held out
+    assert int((data.unlabeled.labels == 1).sum()) == 420 and int((data.unlabeled.labels == 0).sum()) == 280
+    # Prefixes in file order, as the official loader.
+    assert data.unlabeled.ids[:420] == source.pools["train/unlabeled/1"][:420]
+    assert data.unlabeled.ids[420:] == source.pools["train/unlabeled/0"][:280]
+    assert set(data.normal.ids).isdisjoint(data.val_normal.ids)
+    assert data.validation == "aucp"
+    assert data.normal.images.dtype == torch.uint8 and data.normal.images.shape[1:] == (1, 64, 64)
+
+
+def test_random_draw_is_seeded_and_differs_from_prefix(shared_data, tmp_path):
+    source = open_source(str(shared_data / "medad-pneumonia64"))
+    cfg = DataConfig(unlabeled_draw="random", anomaly_ratio=0.4, unlabeled_size=100)
+    a = build_training_data(source, cfg, ModelConfig(image_size=32), 3, 50, tmp_path)
+    b = build_training_data(source, cfg, ModelConfig(image_size=32), 3, 50, tmp_path)
+    c = build_training_data(source, cfg, ModelConfig(image_size=32), 4, 50, tmp_path)
+    assert a.unlabeled.ids == b.unlabeled.ids != c.unlabeled.ids
+    assert a.unlabeled.ids[:40] != source.pools["train/unlabeled/1"][:40]
+    assert int((a.unlabeled.labels == 1).sum()) == 40 and len(a.val_positive) == 50  # capped for selection
+
+
+def test_labelled_val_split_is_used_when_present(tmp_path):
+    source = open_source(str(make_folder_dataset(tmp_path / "d", n=8, val=True)))
+    data = build_training_data(source, DataConfig(), ModelConfig(image_size=32), 0, 100, None)
+    assert data.validation == "labelled" and len(data.normal) == 8
+    assert len(data.val_normal) == 4 and len(data.val_positive) == 4
+    assert (data.unlabeled.labels == -1).all()
+
+
+def test_cache_serves_the_second_load_without_decoding(tmp_path):
+    source = open_source(str(make_folder_dataset(tmp_path / "d", n=6)))
+    first = load_images(source, source.pools["train/0"], 0, 32, 1, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+
+    def refuse(*args):
+        raise AssertionError("decoded again")
+
+    source.decode = refuse
+    second = load_images(source, source.pools["train/0"], 0, 32, 1, cache_dir=tmp_path / "cache")
+    assert torch.equal(first.images, second.images) and first.ids == second.ids
+    touched = tmp_path / "d" / source.pools["train/0"][0]
+    touched.write_bytes(touched.read_bytes() + b"\0")  # changed content -> new key -> decoded again
+    with pytest.raises(AssertionError, match="decoded again"):
+        load_images(source, source.pools["train/0"], 0, 32, 1, cache_dir=tmp_path / "cache")
+
+
+def test_skip_bad_skips_and_reports(tmp_path):
+    root = make_folder_dataset(tmp_path / "d", n=6)
+    (root / "normal" / "zz.png").write_bytes(b"broken")
+    source = open_source(str(root))
+    with pytest.raises(DataError, match=r"zz\.png: unreadable or corrupt"):
+        load_images(source, source.pools["train/0"], 0, 32, 1)
+    kept = load_images(source, source.pools["train/0"], 0, 32, 1, skip_bad=True)
+    assert len(kept) == 6 and len(kept.skipped) == 1 and "zz.png" in kept.skipped[0]
+
+
+def test_empty_test_class_is_an_error_naming_the_split(tmp_path):
+    source = open_source(str(make_folder_dataset(tmp_path / "d", n=6)))
+    source.pools["test/1"] = []
+    with pytest.raises(DataError, match=r"the test split has no abnormal images"):
+        load_split(source, "test", ModelConfig(image_size=32), False, None)
+
+
+def test_sampler_repairs_each_epoch_or_keeps_official_pairs():
+    def epoch_pairs(fixed):
+        sampler = PairSampler(8, 8, 4, fixed, torch.Generator().manual_seed(0))
+        epochs = []
+        for _ in range(3):
+            pairs = [sampler.next() for _ in range(2)]
+            epochs.append({(int(n), int(u)) for a, b in pairs for n, u in zip(a, b, strict=True)})
+        return epochs
+
+    fixed, fresh = epoch_pairs(True), epoch_pairs(False)
+    assert all(pairs == {(i, i) for i in range(8)} for pairs in fixed)
+    assert fresh[0] != fresh[1] or fresh[1] != fresh[2]
+    assert all(sorted(n for n, _ in pairs) == list(range(8)) for pairs in fresh)  # every normal once per epoch
+
+
+def test_sampler_state_round_trip_continues_identically():
+    a = PairSampler(10, 7, 3, False, torch.Generator().manual_seed(1))
+    for _ in range(4):
+        a.next()
+    state, rng_state = a.state_dict(), a.rng.get_state()
+    expected = [a.next() for _ in range(5)]
+    b = PairSampler(10, 7, 3, False, torch.Generator())
+    b.load_state_dict(state)
+    b.rng.set_state(rng_state)
+    got = [b.next() for _ in range(5)]
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(expected, got, strict=True))
+
+
+def test_batch_larger_than_the_normals_is_refused():
+    with pytest.raises(ConfigError, match="exceeds the 5 labelled normal"):
+        PairSampler(5, 5, 8, False, torch.Generator())

@@ -1,0 +1,186 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from helpers import make_folder_dataset, write_png
+
+from medsagan.config import DataConfig
+from medsagan.data.check import inspect
+from medsagan.data.dataset import unlabeled_counts
+from medsagan.data.sources import FolderSource, MedMNISTSource, open_source, read_split
+from medsagan.errors import DataError
+
+
+def test_medad_pneumonia64_counts_and_protocol(shared_data):
+    source = open_source(str(shared_data / "medad-pneumonia64"))
+    counts = {key: len(ids) for key, ids in source.pools.items()}
+    assert counts == {"train/0": 700, "train/unlabeled/0": 649, "train/unlabeled/1": 3883, "test/0": 234, "test/1": 390}
+    assert unlabeled_counts(source.pools, DataConfig()) == (280, 420, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("RSNA", (1541, 2310, 0)), ("LAG", (600, 900, 0)), ("VinCXR", (1600, 2400, 0))]
+)
+def test_protocol_on_the_benchmarks_real_split_files(shared_data, name, expected):
+    pools = read_split(shared_data / "medad-splits" / name / "data.json")
+    assert unlabeled_counts(pools, DataConfig()) == expected
+
+
+def test_infeasible_ratio_is_refused_with_the_largest_that_works(shared_data):
+    pools = read_split(shared_data / "medad-splits" / "LAG" / "data.json")
+    with pytest.raises(DataError, match=r"largest ratio they can give at 1500 images is 0\.60"):
+        unlabeled_counts(pools, DataConfig(anomaly_ratio=0.8))
+    rsna = read_split(shared_data / "medad-splits" / "RSNA" / "data.json")
+    assert unlabeled_counts(rsna, DataConfig(anomaly_ratio=0.0)) == (3851, 0, 0)
+    assert unlabeled_counts(rsna, DataConfig(anomaly_ratio=0.8, unlabeled_size=1000)) == (200, 800, 0)
+
+
+def test_split_file_without_images_fails_saying_how_many_are_missing(shared_data):
+    with pytest.raises(DataError, match=r"all 14863 images listed in data.json are missing"):
+        open_source(str(shared_data / "medad-splits" / "RSNA"))
+
+
+def medad(tmp_path, lists):
+    for names in _leaves(lists):
+        for name in names:
+            write_png(tmp_path / "images" / name, 100)
+    (tmp_path / "data.json").write_text(json.dumps(lists))
+    return tmp_path
+
+
+def _leaves(node):
+    if isinstance(node, list):
+        yield node
+    else:
+        for value in node.values():
+            yield from _leaves(value)
+
+
+def valid_lists():
+    return {
+        "train": {"0": ["a.png", "b.png"], "unlabeled": {"0": ["c.png"], "1": ["d.png"]}},
+        "test": {"0": ["e.png"], "1": ["f.png"]},
+    }
+
+
+def test_medad_missing_images_are_counted_and_listed(tmp_path):
+    root = medad(tmp_path, valid_lists())
+    (root / "images" / "b.png").unlink()
+    (root / "images" / "f.png").unlink()
+    with pytest.raises(DataError, match=r"2 of 6 listed images are missing: .*b\.png, .*f\.png"):
+        open_source(str(root))
+
+
+def test_medad_missing_key_and_leakage_and_empty_list(tmp_path):
+    lists = valid_lists()
+    del lists["train"]["unlabeled"]["1"]
+    with pytest.raises(DataError, match=r"data\.json: missing key train\.unlabeled\.1"):
+        open_source(str(medad(tmp_path / "a", lists)))
+    lists = valid_lists()
+    lists["test"]["0"].append("a.png")
+    with pytest.raises(DataError, match=r"a\.png is in both train\.0 and test\.0 \(leakage\)"):
+        open_source(str(medad(tmp_path / "b", lists)))
+    lists = valid_lists()
+    lists["test"]["1"] = []
+    with pytest.raises(DataError, match=r"test\.1 is empty"):
+        open_source(str(medad(tmp_path / "c", lists)))
+
+
+def test_folder_layout_pools(tmp_path):
+    root = make_folder_dataset(tmp_path, n=8, val=True)
+    source = open_source(str(root))
+    assert isinstance(source, FolderSource)
+    counts = {key: len(ids) for key, ids in source.pools.items()}
+    assert counts == {"train/0": 8, "train/unlabeled": 8, "val/0": 4, "val/1": 4, "test/0": 4, "test/1": 4}
+    assert unlabeled_counts(source.pools, DataConfig()) == (0, 0, 8)
+
+
+def test_folder_layout_with_known_unlabelled_labels(tmp_path):
+    root = make_folder_dataset(tmp_path, n=10)
+    for path in sorted((root / "unlabeled").iterdir()):
+        target = root / "unlabeled" / ("abnormal" if int(path.stem[-3:]) % 2 == 0 else "normal")
+        target.mkdir(exist_ok=True)
+        shutil.move(path, target / path.name)
+    source = open_source(str(root))
+    assert len(source.pools["train/unlabeled/0"]) == 5 and len(source.pools["train/unlabeled/1"]) == 5
+    assert unlabeled_counts(source.pools, DataConfig(unlabeled_size=5)) == (2, 3, 0)
+
+
+def test_folder_layout_errors(tmp_path):
+    root = make_folder_dataset(tmp_path / "a", n=4)
+    (root / "abnormal").mkdir()
+    with pytest.raises(DataError, match=r"unknown folder abnormal/; the folder layout has normal/, unlabeled/"):
+        open_source(str(root))
+    root = make_folder_dataset(tmp_path / "b", n=4)
+    shutil.rmtree(root / "test" / "abnormal")
+    with pytest.raises(DataError, match=r"test/abnormal: empty or missing"):
+        open_source(str(root))
+    root = make_folder_dataset(tmp_path / "c", n=4)
+    (root / "normal" / "notes.txt").write_text("hi")
+    with pytest.raises(DataError, match=r"notes\.txt: unsupported file type \.txt"):
+        open_source(str(root))
+    root = make_folder_dataset(tmp_path / "d", n=4)
+    for path in (root / "normal").iterdir():
+        path.unlink()
+    with pytest.raises(DataError, match=r"no labelled normal images"):
+        open_source(str(root))
+
+
+def test_unknown_layout_and_missing_path(tmp_path):
+    with pytest.raises(DataError, match="no such file or folder"):
+        open_source(str(tmp_path / "nope"))
+    (tmp_path / "x").mkdir()
+    with pytest.raises(DataError, match="not a dataset layout medsagan knows"):
+        open_source(str(tmp_path / "x"))
+
+
+def test_leakage_between_test_and_training_is_found_by_content(tmp_path):
+    root = make_folder_dataset(tmp_path, n=4)
+    shutil.copy(next((root / "test" / "normal").iterdir()), root / "normal" / "copy.png")
+    with pytest.raises(DataError, match=r"byte-identical to test images \(leakage\): normal/copy\.png"):
+        inspect(open_source(str(root)), DataConfig())
+
+
+def test_corrupt_image_in_check_is_named_or_skipped(tmp_path):
+    root = make_folder_dataset(tmp_path, n=4)
+    (root / "normal" / "zz-broken.png").write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match=r"zz-broken\.png: unreadable or corrupt"):
+        inspect(open_source(str(root)), DataConfig())
+    report = inspect(open_source(str(root)), DataConfig(skip_bad=True))
+    assert len(report["unreadable"]) == 1 and "zz-broken.png" in report["unreadable"][0]
+
+
+def test_medmnist_pneumonia_mapping_and_split(shared_data):
+    source = MedMNISTSource(shared_data / "pneumoniamnist" / "pneumoniamnist.npz")
+    counts = {key: len(ids) for key, ids in source.pools.items()}
+    assert counts == {
+        "train/0": 607,
+        "train/unlabeled/0": 607,
+        "train/unlabeled/1": 3494,
+        "val/0": 135,
+        "val/1": 389,
+        "test/0": 234,
+        "test/1": 390,
+    }
+
+
+def test_medmnist_retina_and_breast_label_maps(shared_data):
+    retina = MedMNISTSource(shared_data / "retinamnist" / "retinamnist.npz")
+    assert len(retina.pools["test/0"]) == 174 and len(retina.pools["test/1"]) == 226  # grade 0 vs 1-4
+    assert retina.decode(retina.pools["test/1"][0], 32, 3).shape == (3, 32, 32)
+    breast = MedMNISTSource(shared_data / "breastmnist" / "breastmnist.npz")
+    assert len(breast.pools["test/0"]) == 114 and len(breast.pools["test/1"]) == 42  # malignant abnormal
+
+
+def test_medmnist_unknown_task_asks_for_it(tmp_path):
+    path = tmp_path / "mine.npz"
+    arrays = {
+        f"{s}_{k}": np.zeros((4, 28, 28) if k == "images" else (4, 1), dtype=np.uint8)
+        for s in ("train", "val", "test")
+        for k in ("images", "labels")
+    }
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=r"set data\.medmnist_task"):
+        open_source(str(path))
+    assert len(MedMNISTSource(path, "pneumoniamnist").pools["train/0"]) == 2
