@@ -1,7 +1,7 @@
 import pytest
 import torch
-from helpers import make_folder_dataset
 
+from helpers import make_folder_dataset
 from medsagan.config import DataConfig, ModelConfig
 from medsagan.data.dataset import build_training_data, load_images, load_split
 from medsagan.data.sampler import PairSampler

@@ -2,9 +2,9 @@ import json
 
 import numpy as np
 import pytest
-from helpers import write_dicom
 from PIL import Image
 
+from helpers import write_dicom
 from medsagan.data.prepare import prepare, seeded_split
 from medsagan.data.sources import open_source
 from medsagan.errors import DataError

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-from helpers import write_dicom, write_png
 from PIL import Image
 
+from helpers import write_dicom, write_png
 from medsagan.data.readers import load_resized, read_benchmark_dicom, read_dicom, read_image
 from medsagan.errors import DataError
 

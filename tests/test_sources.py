@@ -3,8 +3,8 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import make_folder_dataset, write_png
 
+from helpers import make_folder_dataset, write_png
 from medsagan.config import DataConfig
 from medsagan.data.check import inspect
 from medsagan.data.dataset import unlabeled_counts

@@ -1,0 +1,79 @@
+"""The Python API: `fit(config, run_dir)`, `load(run_dir)`, then `model.score(images)`.
+
+>>> import medsagan
+>>> cfg = medsagan.load_config(preset="fast", overrides={"data": {"path": "synthetic"}})
+>>> run = medsagan.fit(cfg, "runs/synthetic")                  # doctest: +SKIP
+>>> model = medsagan.load(run)                                 # doctest: +SKIP
+>>> model.score(["chest.png", "scan.dcm"]).scores              # doctest: +SKIP
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config
+from .data.readers import load_resized, resize_plane
+from .evaluate.report import evaluate_run
+from .evaluate.scoring import Scores, score_images
+from .models import AnomalyDetector
+from .runs import load_calibration, load_detector
+from .train import fit as _fit
+
+
+def fit(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """Train as `config` says; the run (checkpoints, best.pt, calibration) is written to `run_dir`."""
+    return _fit(config, run_dir, resume=resume, progress=progress)
+
+
+def evaluate(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "cpu") -> dict:
+    """AUC, AP and thresholded metrics of a run on its dataset's split; also written under RUN/evaluation/."""
+    return evaluate_run(run_dir, split, official=official, device=device)
+
+
+@dataclass
+class Model:
+    """A trained detector with its config and calibration (threshold, heatmap scale)."""
+
+    detector: AnomalyDetector
+    config: Config
+    selection: dict
+    calibration: dict | None
+
+    @property
+    def threshold(self) -> float | None:
+        return self.calibration["threshold"]["value"] if self.calibration else None
+
+    def prepare(self, images) -> torch.Tensor:
+        """Paths, arrays [H, W] / [H, W, C] / [C, H, W] (uint8, or float in [0, 1]) or a tensor in [-1, 1]
+        -> uint8 or float tensor [N, C, S, S] at the model's size."""
+        size, channels = self.config.model.image_size, self.config.model.channels
+        if isinstance(images, torch.Tensor):
+            return images
+        if isinstance(images, (str, Path, np.ndarray)):
+            images = [images]
+        batch = []
+        for item in images:
+            if isinstance(item, (str, Path)):
+                batch.append(load_resized(item, size, channels))
+                continue
+            array = np.asarray(item)
+            if array.ndim == 3 and array.shape[-1] in (1, 3) and array.shape[0] not in (1, 3):
+                array = array.transpose(2, 0, 1)
+            planes = array[None] if array.ndim == 2 else array
+            planes = planes.astype(np.float32) / 255.0 if planes.dtype == np.uint8 else planes.astype(np.float32)
+            if planes.shape[0] != channels:
+                planes = np.repeat(planes.mean(0, keepdims=True), channels, axis=0)
+            batch.append(np.stack([resize_plane(p, size) for p in planes]))
+        return torch.from_numpy(np.stack(batch))
+
+    def score(self, images, keep_maps: bool = True) -> Scores:
+        """Deterministic scores (and anomaly maps and restorations) of `images`."""
+        return score_images(self.detector, self.prepare(images), keep_maps=keep_maps)
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> Model:
+    """The selected generator of a finished (or validated) run."""
+    detector, cfg, selection = load_detector(run_dir, device)
+    return Model(detector, cfg, selection, load_calibration(run_dir))

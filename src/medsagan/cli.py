@@ -1,0 +1,285 @@
+"""The `medsagan` command line: train, evaluate, predict, demo, model-info, data check, data prepare."""
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .config import load_config, parse_overrides
+from .errors import MedsaganError
+
+OVERRIDES_HELP = "KEY=VALUE overrides of the configuration, for example train.iterations=500 model.patches=4."
+
+
+def friendly(command):
+    """Turn the tool's own errors into one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except MedsaganError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; a training run continues with `medsagan train --resume RUN`", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="medsagan")
+def main():
+    """SAGAN anomaly detection for medical images: restore an image to a healthy one and score the difference.
+
+    Start with `medsagan demo`; see `medsagan COMMAND --help` for each command.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def build_config(config: str | None, preset: str | None, overrides: tuple[str, ...], **direct):
+    values = parse_overrides(overrides)
+    for key, value in direct.items():
+        if value is not None:
+            section, name = key.split(".")
+            values.setdefault(section, {})[name] = value
+    return load_config(config, values, preset)
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML configuration file.")
+@click.option("--preset", type=click.Choice(["paper", "fast", "baseline"]), help="Starting point (default paper).")
+@click.option("--data", help="Dataset: Med-AD folder, folder layout, MedMNIST .npz, or 'synthetic'.")
+@click.option("--iterations", type=int, help="Critic iterations (paper: 100000).")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, help="Seed of every random stream.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create.")
+@click.option("--resume", type=click.Path(file_okay=False, exists=True), help="Continue the run in this directory.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and data summary, then exit.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to RUN/log.jsonl).")
+@click.argument("overrides", nargs=-1)
+@friendly
+def train(config_file, preset, data, iterations, device, seed, out, resume, dry_run, no_progress, overrides):
+    """Train SAGAN and write a run directory.
+
+    \b
+    medsagan train --data ../shared/data/medad-pneumonia64 --preset fast --out runs/pneumonia
+    medsagan train --config configs/rsna.yaml --out runs/rsna train.batch_size=64
+    medsagan train --resume runs/pneumonia            # after an interruption
+    """
+    from .runs import load_run_config
+    from .train import fit
+
+    if resume:
+        if config_file or preset or data or seed is not None:
+            raise click.UsageError(
+                "--resume continues a run with its saved configuration; "
+                "only --iterations, --device and train.* overrides may change"
+            )
+        cfg = load_run_config(resume)
+        extra = parse_overrides(overrides)
+        if set(extra) - {"train"}:
+            raise click.UsageError("with --resume only train.* overrides are accepted")
+        values = {**cfg.to_dict(), "train": {**cfg.to_dict()["train"], **extra.get("train", {})}}
+        for key, value in (("iterations", iterations), ("device", device)):
+            if value is not None:
+                values["train"][key] = value
+        cfg = load_config(overrides=values)
+        if dry_run:
+            click.echo(json.dumps(cfg.to_dict(), indent=1))
+            return
+        fit(cfg, Path(resume), resume=True, progress=not no_progress)
+        click.echo(f"run resumed and finished: {resume}")
+        return
+    cfg = build_config(
+        config_file,
+        preset,
+        overrides,
+        **{"data.path": data, "train.iterations": iterations, "train.device": device, "train.seed": seed},
+    )
+    if dry_run:
+        from .data.check import format_report, inspect
+        from .data.sources import open_source
+
+        click.echo(json.dumps(cfg.to_dict(), indent=1))
+        source = open_source(
+            cfg.data.path, cfg.data.source, cfg.data.medmnist_task, cfg.data.synthetic_count, cfg.model.image_size
+        )
+        click.echo(format_report(inspect(source, cfg.data)))
+        return
+    if not out:
+        raise click.UsageError("--out RUN is required: the directory the run is written to")
+    fit(cfg, Path(out), progress=not no_progress)
+    click.echo(f"run finished: {out}\nnext: medsagan evaluate {out}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option(
+    "--official-scoring",
+    is_flag=True,
+    help="Score as the official code did (training mode, random mask); for comparison only.",
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@friendly
+def evaluate(run, split, official_scoring, device, as_json):
+    """Score a run's test split: AUC, AP, metrics.json, scores.csv and curves.png in RUN/evaluation/SPLIT.
+
+    \b
+    medsagan evaluate runs/pneumonia --json
+    """
+    from .evaluate.report import evaluate_run
+
+    metrics = evaluate_run(run, split, official=official_scoring, device=device)
+    if as_json:
+        click.echo(json.dumps(metrics))
+        return
+    chosen = metrics["checkpoint"]
+    click.echo(
+        f"{split}: AUC {metrics['auc']:.4f}  AP {metrics['ap']:.4f}  "
+        f"({metrics['n_normal']} normal, {metrics['n_abnormal']} abnormal)"
+    )
+    click.echo(f"checkpoint: iteration {chosen['iteration']}, chosen by {chosen['selection']}")
+    click.echo(f"scoring: {metrics['scoring']}")
+    if "at_threshold" in metrics:
+        t = metrics["at_threshold"]
+        click.echo(
+            f"at threshold {t['threshold']['value']:.5f} ({t['threshold']['rule']}, fitted on "
+            f"{t['threshold']['fitted_on']}): sensitivity {t['sensitivity']:.3f}, "
+            f"specificity {t['specificity']:.3f}"
+        )
+    click.echo(f"written: {metrics['output']}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the CSV and panels.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--skip-bad", is_flag=True, help="Skip unreadable images (listed in skipped.txt).")
+@click.option("--no-panels", is_flag=True, help="Only the CSV.")
+@click.option("--vmax", type=float, help="Heatmap colour scale maximum (default: the run's calibration).")
+@friendly
+def predict(run, paths, out, device, skip_bad, no_panels, vmax):
+    """Score images, folders or DICOMs; write predictions.csv and a heatmap panel per image.
+
+    \b
+    medsagan predict runs/pneumonia scans/ chest.png --out predictions/
+    """
+    from .predict import predict as run_predict
+
+    rows = run_predict(run, list(paths), out, device, skip_bad, not no_panels, vmax)
+    flagged = sum(r["prediction"] == "abnormal" for r in rows)
+    click.echo(f"{len(rows)} images scored, {flagged} above the run's threshold; written to {out}")
+
+
+@main.command()
+@click.option("--data", help="Real data instead of the built-in synthetic set.")
+@click.option("--out", default="medsagan-demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--iterations", type=int, help="Training iterations (default: fits 10 minutes on 2 CPU cores).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--no-progress", is_flag=True)
+@friendly
+def demo(data, out, iterations, device, no_progress):
+    """Train the fast preset, evaluate it and write heatmaps: no download needed.
+
+    \b
+    medsagan demo
+    medsagan demo --data ../shared/data/medad-pneumonia64
+    """
+    from .demo import run_demo
+
+    summary = run_demo(out, data, iterations, device, progress=not no_progress)
+    click.echo(summary)
+
+
+@main.command("model-info")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False))
+@click.option("--preset", type=click.Choice(["paper", "fast", "baseline"]))
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("overrides", nargs=-1)
+@friendly
+def model_info(config_file, preset, as_json, overrides):
+    """Parameter counts, shapes and multiply-adds of the generator and critic.
+
+    \b
+    medsagan model-info --preset paper --json
+    medsagan model-info --preset fast model.acm=false
+    """
+    from .models.summary import describe
+
+    info = describe(build_config(config_file, preset, overrides).model)
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    for key, value in info.items():
+        click.echo(f"{key:<28}{value}")
+
+
+@main.group()
+def data():
+    """Inspect datasets and convert public downloads to the Med-AD layout."""
+
+
+@data.command("check")
+@click.argument("path")
+@click.option("--source", type=click.Choice(["auto", "medad", "folder", "medmnist", "synthetic"]), default="auto")
+@click.option("--medmnist-task", default="", help="pneumoniamnist, retinamnist or breastmnist.")
+@click.option("--skip-bad", is_flag=True, help="Report unreadable images instead of stopping at the first.")
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("overrides", nargs=-1)
+@friendly
+def data_check(path, source, medmnist_task, skip_bad, as_json, overrides):
+    """Counts per split, the unlabelled set the protocol builds, image sizes, and any problem.
+
+    \b
+    medsagan data check ../shared/data/medad-pneumonia64
+    medsagan data check my-data/ data.anomaly_ratio=0.4 --json
+    """
+    from .data.check import format_report, inspect
+    from .data.sources import open_source
+
+    cfg = load_config(overrides={**parse_overrides(overrides)})
+    cfg.data.skip_bad = skip_bad or cfg.data.skip_bad
+    report = inspect(
+        open_source(
+            path, source, medmnist_task or cfg.data.medmnist_task, cfg.data.synthetic_count, cfg.model.image_size
+        ),
+        cfg.data,
+    )
+    click.echo(json.dumps(report) if as_json else format_report(report))
+
+
+@data.command("prepare")
+@click.argument("dataset", type=click.Choice(["rsna", "vindr", "lag"]))
+@click.argument("raw", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Med-AD folder to write.")
+@click.option(
+    "--split",
+    "split_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The benchmark's data.json (for example ../shared/data/medad-splits/RSNA/data.json).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the split when no --split is given.")
+@click.option("--size", default=512, show_default=True, help="Side of the converted chest X-ray PNGs.")
+@friendly
+def data_prepare(dataset, raw, out, split_file, seed, size):
+    """Convert RSNA, VinDr-CXR or LAG downloads into the Med-AD layout with the benchmark's recipe.
+
+    \b
+    medsagan data prepare rsna ~/kaggle/rsna --out data/RSNA --split ../shared/data/medad-splits/RSNA/data.json
+    """
+    from .data.prepare import prepare
+
+    counts = prepare(dataset, raw, out, split_file, seed, size)
+    click.echo(json.dumps({"out": out, "counts": counts}))
+
+
+if __name__ == "__main__":
+    main()

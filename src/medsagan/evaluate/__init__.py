@@ -1,0 +1,1 @@
+"""Scoring, metrics, model selection and thresholds."""

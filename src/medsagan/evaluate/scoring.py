@@ -1,0 +1,72 @@
+"""Scoring: every path that turns images into anomaly scores goes through `score_images`.
+
+It runs the detector in eval mode under `torch.inference_mode()`, so scores are deterministic and do
+not depend on the batch size or the other images of a batch.
+"""
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..data.dataset import to_model_range
+from ..models import AnomalyDetector
+
+OFFICIAL_SEED = 0
+OFFICIAL_NOTE = "official scoring: generator in training mode, random output mask (p = 0.95), for comparison only"
+
+
+@dataclass
+class Scores:
+    """scores [N]; maps [N, S, S] and restored [N, C, S, S] (float32, restored in [-1, 1]) when kept."""
+
+    scores: np.ndarray
+    maps: np.ndarray | None = None
+    restored: np.ndarray | None = None
+
+
+@contextmanager
+def mode(module: nn.Module, training: bool):
+    """Put `module` in train or eval mode for the block and restore its previous mode afterwards."""
+    previous = module.training
+    module.train(training)
+    try:
+        yield module
+    finally:
+        module.train(previous)
+
+
+def score_images(
+    detector: AnomalyDetector,
+    images: Tensor,
+    batch_size: int = 64,
+    keep_maps: bool = False,
+    official: bool = False,
+) -> Scores:
+    """Score uint8 [N, C, S, S] images (or float ones already in [-1, 1]) on the detector's device.
+
+    `official=True` reproduces the official test behaviour (training mode: the random mask is drawn) with a
+    fixed seed, so even that comparison is repeatable.
+    """
+    device = next(detector.parameters()).device
+    scores, maps, restored = [], [], []
+    with mode(detector, official), torch.inference_mode(), torch.random.fork_rng(devices=_cuda_devices(device)):
+        if official:
+            torch.manual_seed(OFFICIAL_SEED)
+        for start in range(0, images.shape[0], batch_size):
+            chunk = images[start : start + batch_size].to(device)
+            x = to_model_range(chunk) if chunk.dtype == torch.uint8 else chunk.float()
+            result = detector(x)
+            scores.append(result.score.float().cpu())
+            if keep_maps:
+                maps.append(result.anomaly_map[:, 0].float().cpu())
+                restored.append(result.restored.float().cpu())
+    as_numpy = lambda parts: torch.cat(parts).numpy() if parts else None  # noqa: E731
+    empty = np.zeros(0, dtype=np.float32)
+    return Scores(as_numpy(scores) if scores else empty, as_numpy(maps), as_numpy(restored))
+
+
+def _cuda_devices(device: torch.device) -> list[int]:
+    return [device.index or 0] if device.type == "cuda" else []

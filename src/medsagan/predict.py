@@ -1,0 +1,100 @@
+"""`predict`: score any files, folders or DICOMs with a trained run; a CSV and one heatmap panel per image."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data.readers import SUFFIXES, is_dicom, load_resized
+from .errors import DataError
+from .evaluate.report import scores_csv
+from .evaluate.scoring import score_images
+from .files import atomic_write_text
+from .runs import load_calibration, load_detector
+from .viz.heatmaps import panel, save_panel
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given; folders searched recursively for images and DICOMs (also DICOMs without a suffix)."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(
+                p
+                for p in item.rglob("*")
+                if p.is_file()
+                and not p.name.startswith(".")
+                and (p.suffix.lower() in SUFFIXES or (p.suffix == "" and is_dicom(p)))
+            )
+            if not found:
+                raise DataError(f"{item}: no images found (looked for {', '.join(SUFFIXES)} and DICOM files)")
+            files += found
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    return files
+
+
+def panel_names(files: list[Path]) -> list[str]:
+    """Unique PNG names from the file stems; repeats get -2, -3, ..."""
+    used: dict[str, int] = {}
+    names = []
+    for path in files:
+        stem = path.stem or path.name
+        used[stem] = used.get(stem, 0) + 1
+        names.append(f"{stem}.png" if used[stem] == 1 else f"{stem}-{used[stem]}.png")
+    return names
+
+
+def predict(
+    run_dir: str | Path,
+    inputs: list[str | Path],
+    out_dir: str | Path,
+    device: str = "cpu",
+    skip_bad: bool = False,
+    panels: bool = True,
+    vmax: float | None = None,
+) -> list[dict]:
+    """Score `inputs`; write predictions.csv and panels/<name>.png under `out_dir`. Returns one dict per image."""
+    detector, cfg, _ = load_detector(run_dir, device)
+    calibration = load_calibration(run_dir) or {}
+    threshold = calibration.get("threshold", {}).get("value")
+    scale = vmax if vmax is not None else calibration.get("heatmap_scale", {}).get("vmax", 0.25)
+    files, arrays, skipped = [], [], []
+    for path in expand_inputs(inputs):
+        try:
+            arrays.append(load_resized(path, cfg.model.image_size, cfg.model.channels))
+            files.append(path)
+        except DataError as err:
+            if not skip_bad:
+                raise
+            skipped.append(str(err))
+    if not files:
+        raise DataError("no readable images among the inputs" + (f"; skipped: {skipped[0]}" if skipped else ""))
+    result = score_images(detector, torch.from_numpy(np.stack(arrays)), keep_maps=True)
+    out_dir = Path(out_dir)
+    names = panel_names(files)
+    atomic_write_text(
+        out_dir / "predictions.csv",
+        scores_csv([p.name for p in files], [str(p) for p in files], None, result.scores, threshold),
+    )
+    rows = []
+    for i, path in enumerate(files):
+        score = float(result.scores[i])
+        verdict = "" if threshold is None else ("abnormal" if score >= threshold else "normal")
+        row = {"path": str(path), "score": score, "prediction": verdict or None}
+        if panels:
+            image = arrays[i].astype(np.float32) / 127.5 - 1
+            caption = f"{path.name}  score {score:.4f}" + (
+                f"  {verdict} (threshold {threshold:.4f})" if verdict else ""
+            )
+            row["panel"] = str(
+                save_panel(
+                    out_dir / "panels" / names[i], panel(image, result.restored[i], result.maps[i], scale, caption)
+                )
+            )
+        rows.append(row)
+    if skipped:
+        atomic_write_text(out_dir / "skipped.txt", "\n".join(skipped) + "\n")
+    return rows

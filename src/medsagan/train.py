@@ -1,0 +1,243 @@
+"""The training loop: the paper's schedule, selection on validation data, exact resume."""
+
+import json
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import latest_state, restore_rng, rng_states, save_state
+from .config import Config, TrainConfig
+from .data.dataset import TrainingData, build_training_data, to_model_range
+from .data.sampler import PairSampler
+from .data.sources import open_source
+from .errors import RunError
+from .evaluate.scoring import score_images
+from .evaluate.selection import DESCRIPTIONS, validation_metric
+from .evaluate.thresholds import normal_quantile, youden
+from .files import atomic_torch_save, atomic_write_text
+from .losses import SAGANLoss
+from .models import AnomalyDetector, build_critic, build_generator
+from .runs import BEST, CALIBRATION, CONFIG, DATA, LOG, cache_dir, resolve_device
+
+log = logging.getLogger("medsagan")
+
+
+def lr_factor(cfg: TrainConfig):
+    """Multiplier of the base learning rate after `step` iterations."""
+    decay = max(1, cfg.iterations - cfg.lr_decay_start)
+
+    def factor(step: int) -> float:
+        if cfg.lr_schedule == "linear" and step > cfg.lr_decay_start:
+            return max(0.0, 1.0 - (step - cfg.lr_decay_start) / decay)
+        if cfg.lr_schedule == "official" and step > cfg.lr_decay_start:
+            # StarGAN lineage: lr -= lr0 / num_iters_decay every 1000 iterations, which ends at 0.999 * lr0.
+            return 1.0 - ((step - cfg.lr_decay_start) // 1000) / decay
+        return 1.0
+
+    return factor
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def data_summary(data: TrainingData, source_text: str) -> dict:
+    count = lambda s, label: int((s.labels == label).sum()) if s is not None else 0  # noqa: E731
+    return {
+        "source": source_text,
+        "labelled_normals": len(data.normal),
+        "unlabeled": {
+            "normal": count(data.unlabeled, 0),
+            "abnormal": count(data.unlabeled, 1),
+            "unknown": count(data.unlabeled, -1),
+        },
+        "validation": {
+            "kind": data.validation,
+            "selection": DESCRIPTIONS[data.validation],
+            "normal": len(data.val_normal) if data.val_normal else 0,
+            "positive": len(data.val_positive) if data.val_positive else 0,
+        },
+        "skipped_images": data.normal.skipped + data.unlabeled.skipped,
+    }
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
+    if resume:
+        if not (run_dir / CONFIG).is_file():
+            raise RunError(
+                f"{run_dir}: nothing to resume (no {CONFIG}); start it with `medsagan train --out {run_dir}`"
+            )
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.save(run_dir / CONFIG)
+
+
+def calibrate(detector: AnomalyDetector, data: TrainingData, cfg: TrainConfig, record: dict) -> dict:
+    """Threshold and heatmap scale from validation data (training normals when there is none)."""
+    normals = data.val_normal if data.val_normal is not None else data.normal
+    fitted_on = "held-out labelled normals" if data.validation == "aucp" else "labelled validation split"
+    if data.validation == "none":
+        fitted_on = "training normals (no validation data)"
+    scored = score_images(detector, normals.images, keep_maps=True)
+    if data.validation == "labelled":
+        positive = score_images(detector, data.val_positive.images).scores
+        threshold = youden(scored.scores, positive, fitted_on)
+    else:
+        threshold = normal_quantile(scored.scores, cfg.threshold_specificity, fitted_on)
+    scale = float(np.quantile(scored.maps, 0.999))
+    return {
+        "threshold": threshold.to_dict(),
+        "heatmap_scale": {"vmax": scale, "rule": f"99.9th percentile of anomaly-map pixels of the {fitted_on}"},
+        "selection": record,
+    }
+
+
+def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
+    """Train SAGAN as `cfg` says and write the run to `run_dir`; `resume=True` continues a stopped run."""
+    run_dir = Path(run_dir)
+    t = cfg.train
+    prepare_run_dir(run_dir, cfg, resume)
+    device = resolve_device(t.device)
+    torch.manual_seed(t.seed)
+
+    # Load the training pools and the validation data; the test set is never read here.
+    source = open_source(
+        cfg.data.path, cfg.data.source, cfg.data.medmnist_task, cfg.data.synthetic_count, cfg.model.image_size
+    )
+    data = build_training_data(source, cfg.data, cfg.model, t.seed, t.val_max_images, cache_dir(cfg, run_dir))
+    atomic_write_text(run_dir / DATA, json.dumps(data_summary(data, source.describe()), indent=1))
+    normal_images, unlabeled_images = data.normal.images.to(device), data.unlabeled.images.to(device)
+
+    # Build the networks, their optimisers and the objective.
+    generator, critic = build_generator(cfg.model).to(device), build_critic(cfg.model).to(device)
+    detector = AnomalyDetector(generator)
+    opt_g = torch.optim.Adam(generator.parameters(), t.lr_g, betas=(t.beta1, t.beta2))
+    opt_d = torch.optim.Adam(critic.parameters(), t.lr_d, betas=(t.beta1, t.beta2))
+    schedule = lr_factor(t)
+    data_rng = torch.Generator().manual_seed(t.seed)
+    loss_rng = torch.Generator(device).manual_seed(t.seed + 1)
+    sampler = PairSampler(len(data.normal), len(data.unlabeled), t.batch_size, cfg.data.fixed_pairing, data_rng)
+    objective = SAGANLoss(generator, critic, cfg.loss, loss_rng)
+    rngs = {"data": data_rng, "loss": loss_rng}
+
+    # Resume: weights, optimisers, schedules, the sampler's place and every random stream.
+    start, best = 0, {"iteration": 0, "metric": None, "value": None}
+    if resume:
+        state = latest_state(run_dir)
+        generator.load_state_dict(state["generator"])
+        critic.load_state_dict(state["critic"])
+        for module, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sampler, "sampler")):
+            module.load_state_dict(state[key])
+        restore_rng(state["rng"], rngs)
+        start, best = int(state["iteration"]), state["best"]
+        _truncate_log(run_dir / LOG, start)
+        log.info("resuming %s at iteration %d", run_dir, start)
+
+    # Train: the critic every iteration, the generator every n_critic iterations.
+    generator.train()
+    critic.train()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp)
+    meter, clock, seen = defaultdict(list), time.perf_counter(), 0
+    bar = tqdm(total=t.iterations, initial=start, disable=not progress, unit="it", dynamic_ncols=True)
+    with open(run_dir / LOG, "a") as log_file:
+        for step in range(start + 1, t.iterations + 1):
+            set_lr(opt_g, t.lr_g * schedule(step - 1))
+            set_lr(opt_d, t.lr_d * schedule(step - 1))
+            normal_index, unlabeled_index = sampler.next()
+            with autocast:
+                batch = objective.make_batch(
+                    to_model_range(normal_images[normal_index.to(device)]),
+                    to_model_range(unlabeled_images[unlabeled_index.to(device)]),
+                )
+                d_loss, stats = objective.critic_loss(batch)
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+            if step % t.n_critic == 0:
+                critic.requires_grad_(False)
+                with autocast:
+                    g_loss, g_stats = objective.generator_loss(batch)
+                opt_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt_g.step()
+                critic.requires_grad_(True)
+                stats.update(g_stats)
+            for key, value in stats.items():
+                meter[key].append(value)
+            seen += t.batch_size
+            bar.update(1)
+
+            # Log the mean losses of the window and the throughput.
+            if step % t.log_every == 0 or step == t.iterations:
+                elapsed = time.perf_counter() - clock
+                record = {
+                    "iteration": step,
+                    **{k: float(np.mean(v)) for k, v in meter.items()},
+                    "lr_g": opt_g.param_groups[0]["lr"],
+                    "images_per_s": seen / max(elapsed, 1e-9),
+                }
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                bar.set_postfix(
+                    {
+                        "D": f"{record['D/loss']:.3f}",
+                        "G": f"{record.get('G/loss', float('nan')):.3f}",
+                        "img/s": f"{record['images_per_s']:.0f}",
+                    }
+                )
+                meter, clock, seen = defaultdict(list), time.perf_counter(), 0
+
+            # Validate and keep the best generator by the validation metric.
+            if step % t.validate_every == 0 or step == t.iterations:
+                result = validation_metric(detector, data, max(64, t.batch_size))
+                if result is None or best["value"] is None or result[1] > best["value"]:
+                    best = {"iteration": step, "metric": result and result[0], "value": result and result[1]}
+                    atomic_torch_save(
+                        run_dir / BEST,
+                        {"generator": generator.state_dict(), **best, "selection": DESCRIPTIONS[data.validation]},
+                    )
+                if result is not None:
+                    log_file.write(
+                        json.dumps({"iteration": step, result[0]: result[1], "best_iteration": best["iteration"]})
+                        + "\n"
+                    )
+                    log_file.flush()
+
+            # Checkpoint the whole training state.
+            if step % t.checkpoint_every == 0 or step == t.iterations:
+                state = {
+                    "iteration": step,
+                    "generator": generator.state_dict(),
+                    "critic": critic.state_dict(),
+                    "opt_g": opt_g.state_dict(),
+                    "opt_d": opt_d.state_dict(),
+                    "sampler": sampler.state_dict(),
+                    "rng": rng_states(rngs),
+                    "best": best,
+                }
+                save_state(run_dir, step, state, t.keep_checkpoints)
+    bar.close()
+
+    # Done: calibrate the threshold and heatmap scale with the selected generator.
+    chosen = AnomalyDetector(build_generator(cfg.model).to(device))
+    chosen.generator.load_state_dict(torch.load(run_dir / BEST, map_location=device, weights_only=True)["generator"])
+    record = {**best, "selection": DESCRIPTIONS[data.validation]}
+    atomic_write_text(run_dir / CALIBRATION, json.dumps(calibrate(chosen, data, t, record), indent=1))
+    return run_dir
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Drop log records written after the checkpoint we resume from, so no iteration is logged twice."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["iteration"] <= iteration]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))

@@ -1,0 +1,1 @@
+"""Heatmap panels and evaluation plots."""

@@ -1,0 +1,50 @@
+"""Heatmap panels: input, restored image and the anomaly map as a colour overlay (paper Fig. 3).
+
+All panels of a run share one colour scale (`vmax`, from the run's calibration), so they can be compared.
+"""
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..files import atomic_write
+
+COLORMAP = "jet"  # the official code's heatmap colour map (cv2 COLORMAP_JET)
+PANEL_SIDE = 192
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """[C, S, S] in [-1, 1] -> uint8 [S, S, 3]."""
+    grey = np.clip((image + 1) / 2, 0, 1)
+    rgb = np.repeat(grey, 3, axis=0) if grey.shape[0] == 1 else grey
+    return (rgb.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+
+
+def overlay(image: np.ndarray, amap: np.ndarray, vmax: float) -> np.ndarray:
+    """The anomaly map [S, S] on a fixed 0..vmax scale, blended over the input: more opaque where higher."""
+    level = np.clip(amap / max(vmax, 1e-8), 0, 1)
+    colour = matplotlib.colormaps[COLORMAP](level)[..., :3]
+    alpha = (0.25 + 0.55 * level)[..., None]
+    base = to_rgb(image).astype(np.float64) / 255
+    blended = ((1 - alpha) * base + alpha * colour).clip(0, 1)
+    return (blended * 255).round().astype(np.uint8)
+
+
+def panel(image: np.ndarray, restored: np.ndarray, amap: np.ndarray, vmax: float, caption: str) -> Image.Image:
+    """One PIL image: a caption line over [input | restored | heatmap], each PANEL_SIDE px wide."""
+    tiles = [to_rgb(image), to_rgb(restored), overlay(image, amap, vmax)]
+    resized = [Image.fromarray(t).resize((PANEL_SIDE, PANEL_SIDE), Image.BILINEAR) for t in tiles]
+    header = 34
+    canvas = Image.new("RGB", (3 * PANEL_SIDE, PANEL_SIDE + header), "white")
+    for i, tile in enumerate(resized):
+        canvas.paste(tile, (i * PANEL_SIDE, header))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 2), caption, fill="black")
+    draw.text((4, 17), f"input | restored | |x - x'|/2, colour scale 0 to {vmax:.3f}", fill="dimgray")
+    return canvas
+
+
+def save_panel(path: str | Path, image: Image.Image) -> Path:
+    return atomic_write(path, lambda handle: image.save(handle, format="PNG"))

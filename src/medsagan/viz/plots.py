@@ -1,0 +1,37 @@
+"""Evaluation figures: ROC and precision-recall curves and the score histogram per class."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from ..files import atomic_write
+
+
+def evaluation_figure(
+    labels: np.ndarray, scores: np.ndarray, metrics: dict, threshold: float | None, path: str | Path
+) -> Path:
+    fig, (roc_ax, pr_ax, hist_ax) = plt.subplots(1, 3, figsize=(13, 3.8))
+    fpr, tpr, _ = roc_curve(labels, scores)
+    roc_ax.plot(fpr, tpr, color="C3")
+    roc_ax.plot([0, 1], [0, 1], ls=":", color="grey")
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, AUC {metrics['auc']:.3f}")
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    pr_ax.step(recall, precision, where="post", color="C0")
+    pr_ax.axhline(labels.mean(), ls=":", color="grey")
+    pr_ax.set(xlabel="recall", ylabel="precision", title=f"precision-recall, AP {metrics['ap']:.3f}")
+    bins = np.linspace(scores.min(), scores.max(), 40)
+    hist_ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="normal", color="C2")
+    hist_ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="abnormal", color="C3")
+    if threshold is not None:
+        hist_ax.axvline(threshold, color="black", ls="--", label="threshold")
+    hist_ax.set(xlabel="anomaly score", ylabel="images", title="scores by class")
+    hist_ax.legend()
+    fig.tight_layout()
+    written = atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+    plt.close(fig)
+    return written

@@ -1,0 +1,184 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from helpers import make_folder_dataset, write_dicom, write_png
+from medsagan.cli import main
+from medsagan.files import load_tensors
+
+TINY = [
+    "model.conv_dim=4",
+    "model.residual_blocks=1",
+    "model.d_conv_dim=4",
+    "model.image_size=32",
+    "train.batch_size=4",
+    "train.validate_every=4",
+    "train.checkpoint_every=4",
+    "data.synthetic_count=24",
+]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    result = run("train", "--data", "synthetic", "--iterations", 8, "--out", out, "--no-progress", *TINY)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_data_check_json_on_real_pneumonia(shared_data):
+    result = run("data", "check", shared_data / "medad-pneumonia64", "--json")
+    report = json.loads(result.output)
+    assert report["source"] == "medad"
+    assert report["counts"] == {
+        "train/0": 700,
+        "train/unlabeled/0": 649,
+        "train/unlabeled/1": 3883,
+        "test/0": 234,
+        "test/1": 390,
+    }
+    assert report["unlabeled_set"]["normal"] == 280 and report["unlabeled_set"]["abnormal"] == 420
+
+
+def test_data_check_on_a_split_file_without_images_is_one_clear_error(shared_data):
+    result = run("data", "check", shared_data / "medad-splits" / "RSNA")
+    assert result.exit_code == 2
+    assert "all 14863 images listed in data.json are missing" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_model_info_reports_the_paper_counts():
+    info = json.loads(run("model-info", "--preset", "paper", "--json").output)
+    assert info["generator_params"] == 44_758_979 and info["discriminator_params"] == 44_719_040
+    assert info["input_shape"] == info["output_shape"] == [1, 1, 64, 64]
+
+
+@pytest.mark.parametrize(
+    "switch",
+    [
+        "--preset=fast",
+        "--preset=baseline",
+        "model.acm=false",
+        "model.arrm=false",
+        "model.channels=3",
+        "model.patches=4",
+    ],
+)
+def test_model_info_works_for_every_preset_and_switch(switch):
+    result = run("model-info", "--json", switch)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["generator_params"] > 0
+
+
+def test_unknown_config_key_names_the_nearest_one():
+    result = run("model-info", "train.iteration=5")
+    assert result.exit_code == 2
+    assert "unknown config key train.iteration; did you mean train.iterations?" in result.output
+
+
+def test_dry_run_prints_config_and_data_summary(shared_data):
+    result = run("train", "--data", shared_data / "medad-pneumonia64", "--preset", "fast", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert '"preset": "fast"' in result.output and "280 normal + 420 abnormal" in result.output
+
+
+def test_evaluate_is_deterministic_and_writes_scores(trained):
+    first = run("evaluate", trained, "--json")
+    assert first.exit_code == 0, first.output
+    metrics = json.loads(first.output)
+    assert 0 <= metrics["auc"] <= 1 and 0 <= metrics["ap"] <= 1
+    assert metrics["n_normal"] == metrics["n_abnormal"] == 8
+    rows = list(csv.DictReader((trained / "evaluation" / "test" / "scores.csv").open()))
+    assert len(rows) == 16 and {"id", "path", "label", "score", "prediction"} <= set(rows[0])
+    again = json.loads(run("evaluate", trained, "--json").output)
+    assert again["auc"] == metrics["auc"]
+    assert list(csv.DictReader((trained / "evaluation" / "test" / "scores.csv").open())) == rows
+    assert "held-out" in metrics["checkpoint"]["selection"]
+
+
+def test_official_scoring_is_labelled_as_such(trained):
+    metrics = json.loads(run("evaluate", trained, "--official-scoring", "--json").output)
+    assert metrics["scoring"].startswith("official scoring")
+    assert (trained / "evaluation" / "test-official" / "metrics.json").is_file()
+
+
+def test_predict_files_folders_and_dicoms(trained, tmp_path):
+    write_png(tmp_path / "in" / "a.png", 120, size=40)
+    write_png(tmp_path / "in" / "sub" / "b.png", 60, size=40)
+    dicom = write_dicom(
+        tmp_path / "c.dcm", np.linspace(0, 4095, 48 * 48).reshape(48, 48).astype(np.uint16), bits_stored=12
+    )
+    result = run("predict", trained, tmp_path / "in", dicom, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
+    assert [r["id"] for r in rows] == ["a.png", "b.png", "c.dcm"]
+    assert all(r["prediction"] in ("normal", "abnormal") for r in rows)
+    assert sorted(p.name for p in (tmp_path / "out" / "panels").iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_predict_on_a_corrupt_file_is_one_error_or_skipped(trained, tmp_path):
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    write_png(tmp_path / "good.png", 90)
+    failed = run("predict", trained, tmp_path / "bad.png", tmp_path / "good.png", "--out", tmp_path / "o1")
+    assert failed.exit_code == 2 and "bad.png: unreadable or corrupt image" in failed.output
+    skipped = run(
+        "predict", trained, tmp_path / "bad.png", tmp_path / "good.png", "--out", tmp_path / "o2", "--skip-bad"
+    )
+    assert skipped.exit_code == 0 and "bad.png" in (tmp_path / "o2" / "skipped.txt").read_text()
+
+
+def test_train_on_a_folder_dataset_from_the_cli(tmp_path):
+    root = make_folder_dataset(tmp_path / "data", n=8, val=True)
+    result = run("train", "--data", root, "--iterations", 4, "--out", tmp_path / "run", "--no-progress", *TINY)
+    assert result.exit_code == 0, result.output
+    assert json.loads(run("evaluate", tmp_path / "run", "--json").output)["n_normal"] == 4
+
+
+def test_killed_training_process_resumes_and_finishes(tmp_path):
+    out = tmp_path / "run"
+    args = [
+        sys.executable,
+        "-m",
+        "medsagan.cli",
+        "train",
+        "--data",
+        "synthetic",
+        "--iterations",
+        "40",
+        "--out",
+        str(out),
+        "--no-progress",
+        *TINY,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((out / "checkpoints").glob("state-*.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "calibration.json").exists()
+    for state in (out / "checkpoints").glob("state-*.pt"):
+        load_tensors(state)  # every visible checkpoint is whole, whenever the kill came
+    resumed = subprocess.run(
+        [sys.executable, "-m", "medsagan.cli", "train", "--resume", str(out), "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "calibration.json").is_file()
+    assert (out / "checkpoints" / "state-00000040.pt").is_file()

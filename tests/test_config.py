@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+
+from medsagan.config import Config, load_config, parse_overrides
+from medsagan.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_are_the_papers():
+    cfg = load_config()
+    assert (cfg.model.image_size, cfg.model.patches, cfg.model.mask_keep) == (64, 2, 0.95)
+    assert (cfg.loss.lambda_id, cfg.loss.lambda_rec, cfg.loss.lambda_gp) == (1.0, 1.0, 10.0)
+    assert (cfg.train.lr_g, cfg.train.n_critic, cfg.train.iterations) == (5e-5, 2, 100_000)
+    assert cfg.data.anomaly_ratio == 0.6
+
+
+def test_paper_yaml_lists_exactly_the_defaults():
+    assert load_config(CONFIGS / "paper.yaml").to_dict() == Config().to_dict()
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    load_config(path)
+
+
+def test_layers_apply_in_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: fast\ntrain:\n  iterations: 77\n  seed: 3\n")
+    cfg = load_config(path, parse_overrides(["train.seed=9", "loss.fpi_half_width=[0.1, 0.3]"]))
+    assert cfg.model.conv_dim == 16  # from the preset
+    assert cfg.train.iterations == 77  # file over preset
+    assert cfg.train.seed == 9  # override over file
+    assert cfg.loss.fpi_half_width == (0.1, 0.3)
+
+
+def test_unknown_keys_and_bad_values_name_the_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  conv_dims: 8\n")
+    with pytest.raises(ConfigError, match=r"unknown config key model\.conv_dims; did you mean model\.conv_dim\?"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"unknown config key modle; did you mean model\?"):
+        load_config(overrides={"modle": {}})
+    with pytest.raises(ConfigError, match=r"train\.iterations must be int, got 'many'"):
+        load_config(overrides=parse_overrides(["train.iterations=many"]))
+    with pytest.raises(ConfigError, match=r"model\.acm must be bool"):
+        load_config(overrides=parse_overrides(["model.acm=3"]))
+    with pytest.raises(ConfigError, match=r"loss\.pseudo_anomaly = 'perlin' is not one of fpi, cutpaste"):
+        load_config(overrides=parse_overrides(["loss.pseudo_anomaly=perlin"]))
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        load_config(preset="huge")
+    with pytest.raises(ConfigError, match="is not key=value"):
+        parse_overrides(["train.iterations"])
+    with pytest.raises(ConfigError, match=r"config file .*missing\.yaml does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(preset="fast", overrides=parse_overrides(["data.path=/x", "model.channels=3"]))
+    cfg.save(tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg

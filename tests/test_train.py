@@ -1,0 +1,110 @@
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from medsagan.data import sampler as sampler_module
+from medsagan.errors import RunError
+from medsagan.files import load_tensors
+from medsagan.train import fit, lr_factor
+
+
+def weights(run_dir):
+    states = sorted((run_dir / "checkpoints").glob("state-*.pt"))
+    state = load_tensors(states[-1])
+    return state["generator"], state["critic"], state["iteration"]
+
+
+def iterations_logged(run_dir):
+    return [json.loads(line)["iteration"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_fit_writes_a_complete_run(tmp_path):
+    run = fit(tiny_config(), tmp_path / "run", progress=False)
+    for name in ("config.yaml", "data.json", "log.jsonl", "best.pt", "calibration.json"):
+        assert (run / name).is_file(), name
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == [
+        "state-00000002.pt",
+        "state-00000004.pt",
+        "state-00000006.pt",
+    ]
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    losses = [r for r in records if "D/loss" in r]
+    assert [r["iteration"] for r in losses] == [2, 4, 6]
+    assert all("G/identity" in r and "G/restoration" in r and "G/adversarial" in r for r in losses)
+    selection = [r for r in records if "val/aucp" in r]
+    assert [r["iteration"] for r in selection] == [3, 6]
+    best = load_tensors(run / "best.pt")
+    assert best["metric"] == "val/aucp" and best["iteration"] in (3, 6)
+    assert best["value"] == max(r["val/aucp"] for r in selection)
+    calibration = json.loads((run / "calibration.json").read_text())
+    assert calibration["threshold"]["fitted_on"] == "held-out labelled normals"
+    assert calibration["heatmap_scale"]["vmax"] > 0
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path):
+    fit(tiny_config(), tmp_path / "run", progress=False)
+    with pytest.raises(RunError, match="already holds a run; continue it with --resume"):
+        fit(tiny_config(), tmp_path / "run", progress=False)
+
+
+def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    cfg = tiny_config(train={"iterations": 8, "checkpoint_every": 3, "validate_every": 4})
+    fit(cfg, tmp_path / "straight", progress=False)
+
+    calls = {"n": 0}
+    original = sampler_module.PairSampler.next
+
+    def dies_at_seven(self):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(sampler_module.PairSampler, "next", dies_at_seven)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(sampler_module.PairSampler, "next", original)
+    assert weights(tmp_path / "resumed")[2] == 6
+    fit(cfg, tmp_path / "resumed", resume=True, progress=False)
+
+    g1, d1, it1 = weights(tmp_path / "straight")
+    g2, d2, it2 = weights(tmp_path / "resumed")
+    assert it1 == it2 == 8
+    assert all(torch.equal(g1[k], g2[k]) for k in g1)
+    assert all(torch.equal(d1[k], d2[k]) for k in d1)
+    assert iterations_logged(tmp_path / "resumed") == iterations_logged(tmp_path / "straight")  # none lost or doubled
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    (tmp_path / "run").mkdir()
+    tiny_config().save(tmp_path / "run" / "config.yaml")
+    with pytest.raises(RunError, match="no training checkpoint"):
+        fit(tiny_config(), tmp_path / "run", resume=True, progress=False)
+
+
+def test_labelled_validation_selects_by_val_auc_and_youden_threshold(tmp_path):
+    from helpers import make_folder_dataset
+
+    root = make_folder_dataset(tmp_path / "data", n=8, val=True)
+    run = fit(tiny_config(data={"path": str(root)}), tmp_path / "run", progress=False)
+    assert load_tensors(run / "best.pt")["metric"] == "val/auc"
+    assert json.loads((run / "calibration.json").read_text())["threshold"]["rule"] == "youden"
+
+
+def test_without_unlabelled_images_training_uses_pseudo_anomalies(tmp_path):
+    run = fit(tiny_config(data={"unlabeled_size": 0}), tmp_path / "run", progress=False)
+    summary = json.loads((run / "data.json").read_text())
+    assert summary["unlabeled"] == {"normal": 0, "abnormal": 0, "unknown": 0}
+    assert summary["validation"]["kind"] == "none"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [("constant", [1, 1, 1]), ("linear", [1, 0.5, 0.0]), ("official", [1, 1 - 1 / 2000, 1 - 2 / 2000])],
+)
+def test_learning_rate_schedules(schedule, expected):
+    cfg = tiny_config(train={"iterations": 4000, "lr_decay_start": 2000, "lr_schedule": schedule}).train
+    factor = lr_factor(cfg)
+    assert [factor(s) for s in (2000, 3000, 4000)] == pytest.approx(expected)
