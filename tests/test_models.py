@@ -132,3 +132,18 @@ def test_critic_depth_adapts_to_image_size():
     assert Critic(32, 1, 4)(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 1, 1)
     assert Critic(128, 1, 4)(torch.zeros(1, 1, 128, 128)).shape == (1, 1, 2, 2)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._NormBase) for m in Critic(64).modules())
+
+
+def test_instance_norm_is_torchs_instance_norm_without_running_statistics():
+    from medsagan.models.blocks import InstanceNorm
+
+    x = torch.randn(3, 5, 7, 7) * 3 + 1
+    ours, reference = InstanceNorm(5), torch.nn.InstanceNorm2d(5, affine=True)
+    with torch.no_grad():
+        ours.weight.normal_()
+        ours.bias.normal_()
+    reference.load_state_dict(ours.state_dict())
+    assert torch.allclose(ours(x), reference(x), atol=1e-5)
+    assert torch.allclose(InstanceNorm(1, affine=False)(x[:, :1]), torch.nn.functional.instance_norm(x[:, :1]),
+                          atol=1e-5)
+    assert not list(ours.buffers())

