@@ -38,31 +38,47 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         run_dir = out / f"seed{seed}"
-        overrides = merge(parse_overrides(args.overrides), {
-            "data": {"path": args.data}, "train": {"iterations": args.iterations, "seed": seed, "device": "cpu"}})
+        overrides = merge(
+            parse_overrides(args.overrides),
+            {"data": {"path": args.data}, "train": {"iterations": args.iterations, "seed": seed, "device": "cpu"}},
+        )
         cfg = load_config(overrides=overrides, preset=args.preset)
         started = time.perf_counter()
         fit(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=False)
         seconds = time.perf_counter() - started
         metrics = evaluate(run_dir)
-        results.append({"seed": seed, "auc": metrics["auc"], "ap": metrics["ap"], "train_seconds": round(seconds),
-                        "chosen_iteration": metrics["checkpoint"]["iteration"],
-                        "aucp": metrics["checkpoint"]["value"],
-                        "sensitivity": metrics["at_threshold"]["sensitivity"],
-                        "specificity": metrics["at_threshold"]["specificity"]})
+        results.append(
+            {
+                "seed": seed,
+                "auc": metrics["auc"],
+                "ap": metrics["ap"],
+                "train_seconds": round(seconds),
+                "chosen_iteration": metrics["checkpoint"]["iteration"],
+                "aucp": metrics["checkpoint"]["value"],
+                "sensitivity": metrics["at_threshold"]["sensitivity"],
+                "specificity": metrics["at_threshold"]["specificity"],
+            }
+        )
         print(json.dumps(results[-1]), flush=True)
     summary = {
-        "data": args.data, "preset": args.preset, "iterations": args.iterations, "overrides": args.overrides,
+        "data": args.data,
+        "preset": args.preset,
+        "iterations": args.iterations,
+        "overrides": args.overrides,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
-        "auc_mean": statistics.mean(r["auc"] for r in results), "ap_mean": statistics.mean(r["ap"] for r in results),
+        "auc_mean": statistics.mean(r["auc"] for r in results),
+        "ap_mean": statistics.mean(r["ap"] for r in results),
         "auc_sd": statistics.stdev(r["auc"] for r in results) if len(results) > 1 else 0.0,
         "ap_sd": statistics.stdev(r["ap"] for r in results) if len(results) > 1 else 0.0,
-        "train_seconds_mean": statistics.mean(r["train_seconds"] for r in results), "runs": results,
+        "train_seconds_mean": statistics.mean(r["train_seconds"] for r in results),
+        "runs": results,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"| {args.preset} {' '.join(args.overrides)} | {args.iterations} | {len(results)} | "
-          f"{summary['auc_mean']:.3f} ± {summary['auc_sd']:.3f} | {summary['ap_mean']:.3f} ± {summary['ap_sd']:.3f} | "
-          f"{summary['train_seconds_mean'] / 60:.0f} min |")
+    print(
+        f"| {args.preset} {' '.join(args.overrides)} | {args.iterations} | {len(results)} | "
+        f"{summary['auc_mean']:.3f} ± {summary['auc_sd']:.3f} | {summary['ap_mean']:.3f} ± {summary['ap_sd']:.3f} | "
+        f"{summary['train_seconds_mean'] / 60:.0f} min |"
+    )
 
 
 if __name__ == "__main__":

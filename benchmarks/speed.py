@@ -83,17 +83,24 @@ def main() -> None:
     for preset in args.presets:
         cfg = load_config(preset=preset)
         iterations_per_s = training_speed(preset, device, args.batch, args.steps)
-        print(json.dumps({
-            "preset": preset,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "threads": torch.get_num_threads(),
-            "batch": args.batch,
-            "generator_params": count_parameters(build_generator(cfg.model)),
-            "train_iterations_per_s": round(iterations_per_s, 3),
-            "train_images_per_s": round(iterations_per_s * args.batch, 1),
-            "seconds_per_100k_iterations": round(100_000 / iterations_per_s),
-            "score_images_per_s": round(scoring_speed(preset, device), 1),
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "preset": preset,
+                    "device": torch.cuda.get_device_name(device)
+                    if device.type == "cuda"
+                    else platform.processor() or "cpu",
+                    "threads": torch.get_num_threads(),
+                    "batch": args.batch,
+                    "generator_params": count_parameters(build_generator(cfg.model)),
+                    "train_iterations_per_s": round(iterations_per_s, 3),
+                    "train_images_per_s": round(iterations_per_s * args.batch, 1),
+                    "seconds_per_100k_iterations": round(100_000 / iterations_per_s),
+                    "score_images_per_s": round(scoring_speed(preset, device), 1),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -60,3 +60,10 @@ def test_saved_config_round_trips(tmp_path):
     cfg = load_config(preset="fast", overrides=parse_overrides(["data.path=/x", "model.channels=3"]))
     cfg.save(tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_numbers_in_exponent_form_are_numbers():
+    cfg = load_config(overrides=parse_overrides(["train.lr_g=1e-4", "train.iterations=2e3"]))
+    assert cfg.train.lr_g == 1e-4 and cfg.train.iterations == 2000
+    with pytest.raises(ConfigError, match=r"train\.iterations must be int, got 2500\.5"):
+        load_config(overrides=parse_overrides(["train.iterations=2500.5"]))

@@ -144,6 +144,7 @@ def test_instance_norm_is_torchs_instance_norm_without_running_statistics():
         ours.bias.normal_()
     reference.load_state_dict(ours.state_dict())
     assert torch.allclose(ours(x), reference(x), atol=1e-5)
-    assert torch.allclose(InstanceNorm(1, affine=False)(x[:, :1]), torch.nn.functional.instance_norm(x[:, :1]),
-                          atol=1e-5)
+    assert torch.allclose(
+        InstanceNorm(1, affine=False)(x[:, :1]), torch.nn.functional.instance_norm(x[:, :1]), atol=1e-5
+    )
     assert not list(ours.buffers())

@@ -108,3 +108,13 @@ def test_learning_rate_schedules(schedule, expected):
     cfg = tiny_config(train={"iterations": 4000, "lr_decay_start": 2000, "lr_schedule": schedule}).train
     factor = lr_factor(cfg)
     assert [factor(s) for s in (2000, 3000, 4000)] == pytest.approx(expected)
+
+
+def test_run_records_absolute_data_paths_so_it_works_from_anywhere(tmp_path, monkeypatch):
+    from helpers import make_folder_dataset
+    from medsagan.runs import load_run_config
+
+    make_folder_dataset(tmp_path / "data", n=6)
+    monkeypatch.chdir(tmp_path)
+    fit(tiny_config(data={"path": "data"}, train={"iterations": 2}), tmp_path / "run", progress=False)
+    assert load_run_config(tmp_path / "run").data.path == str((tmp_path / "data").resolve())

@@ -59,11 +59,12 @@ def build_config(config: str | None, preset: str | None, overrides: tuple[str, .
 @click.option("--seed", type=int, help="Seed of every random stream.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True), help="Continue the run in this directory.")
+@click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable images and list them in RUN/data.json.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved configuration and data summary, then exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to RUN/log.jsonl).")
 @click.argument("overrides", nargs=-1)
 @friendly
-def train(config_file, preset, data, iterations, device, seed, out, resume, dry_run, no_progress, overrides):
+def train(config_file, preset, data, iterations, device, seed, out, resume, skip_bad, dry_run, no_progress, overrides):
     """Train SAGAN and write a run directory.
 
     \b
@@ -75,7 +76,7 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, dry_
     from .train import fit
 
     if resume:
-        if config_file or preset or data or seed is not None:
+        if config_file or preset or data or seed is not None or skip_bad:
             raise click.UsageError(
                 "--resume continues a run with its saved configuration; "
                 "only --iterations, --device and train.* overrides may change"
@@ -99,7 +100,13 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, dry_
         config_file,
         preset,
         overrides,
-        **{"data.path": data, "train.iterations": iterations, "train.device": device, "train.seed": seed},
+        **{
+            "data.path": data,
+            "data.skip_bad": skip_bad,
+            "train.iterations": iterations,
+            "train.device": device,
+            "train.seed": seed,
+        },
     )
     if dry_run:
         from .data.check import format_report, inspect

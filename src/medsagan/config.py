@@ -87,6 +87,14 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return to_plain(asdict(self))
 
+    def with_absolute_paths(self) -> "Config":
+        """A copy whose data paths are absolute, so a saved run works from any directory."""
+        data = self.data
+        absolute = lambda p: str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p  # noqa: E731
+        path = data.path if data.path == "synthetic" else absolute(data.path)
+        cache = str(Path(data.cache_dir).expanduser().resolve()) if data.cache_dir else ""
+        return dataclasses.replace(self, data=dataclasses.replace(data, path=path, cache_dir=cache))
+
     def save(self, path: str | Path) -> None:
         from .files import atomic_write_text
 
@@ -218,6 +226,12 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(coerce(v, t, key) for v, t in zip(value, items, strict=True))
     if origin in (typing.Union, types.UnionType):
         return coerce(value, next(a for a in typing.get_args(hint) if a is not type(None)), key)
+    if hint in (int, float) and isinstance(value, str):
+        # YAML reads 1e-4 (no dot) as a string; a number written that way is still a number.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     if hint is int and isinstance(value, float) and value.is_integer():
         value = int(value)
     accepted = SCALARS.get(hint, ())

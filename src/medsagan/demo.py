@@ -6,13 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import load_config
+from .config import load_config, merge
 from .data.dataset import load_split
 from .data.sources import open_source
+from .errors import RunError
 from .evaluate.report import evaluate_run
 from .evaluate.scoring import score_images
 from .files import atomic_write_text
-from .runs import BEST, CALIBRATION, cache_dir, load_calibration, load_detector
+from .runs import CALIBRATION, CONFIG, cache_dir, load_calibration, load_detector, load_run_config
 from .train import fit
 from .viz.heatmaps import panel, save_panel
 
@@ -21,19 +22,33 @@ SHOWN = 4
 
 
 def run_demo(
-    out: str | Path, data: str | None = None, iterations: int | None = None, device: str = "auto", progress: bool = True
+    out: str | Path,
+    data: str | None = None,
+    iterations: int | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    overrides: dict | None = None,
 ) -> str:
-    """Train (or resume, or reuse) OUT/run, evaluate it on its test split, write OUT/panels; a summary text."""
+    """Train (or resume, or reuse) OUT/run, evaluate it on its test split, write OUT/panels; a summary text.
+
+    `overrides` (a nested dict) changes the fast preset further; the tests use it to shrink the model.
+    """
     started = time.perf_counter()
     out = Path(out)
     run = out / "run"
-    overrides = {
+    demo = {
         "data": {"path": data or "synthetic"},
         "train": {"iterations": iterations or DEMO_ITERATIONS, "device": device},
     }
-    cfg = load_config(preset="fast", overrides=overrides)
-    if not (run / CALIBRATION).is_file():
-        fit(cfg, run, resume=(run / BEST).is_file() or (run / "checkpoints").is_dir(), progress=progress)
+    cfg = load_config(preset="fast", overrides=merge(overrides or {}, demo)).with_absolute_paths()
+    if (run / CONFIG).is_file():
+        saved = load_run_config(run)
+        if saved.data.path != cfg.data.path:
+            raise RunError(f"{run} holds a demo trained on {saved.data.path}; choose another --out for {cfg.data.path}")
+        if saved.train.iterations < cfg.train.iterations or not (run / CALIBRATION).is_file():
+            fit(cfg, run, resume=True, progress=progress)  # an interrupted or shorter demo continues
+    else:
+        fit(cfg, run, progress=progress)
     metrics = evaluate_run(run, "test", device=device if device != "auto" else "cpu")
 
     # Heatmap panels of the most and the least anomalous test images, on the run's fixed colour scale.

@@ -73,6 +73,9 @@ def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
             raise RunError(
                 f"{run_dir}: nothing to resume (no {CONFIG}); start it with `medsagan train --out {run_dir}`"
             )
+        for leftover in run_dir.rglob(".*.tmp"):
+            leftover.unlink()  # the unfinished write of a killed run; the file it was replacing is intact
+        cfg.save(run_dir / CONFIG)  # resuming may extend train.iterations
         return
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
@@ -103,6 +106,7 @@ def calibrate(detector: AnomalyDetector, data: TrainingData, cfg: TrainConfig, r
 def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
     """Train SAGAN as `cfg` says and write the run to `run_dir`; `resume=True` continues a stopped run."""
     run_dir = Path(run_dir)
+    cfg = cfg.with_absolute_paths()
     t = cfg.train
     prepare_run_dir(run_dir, cfg, resume)
     device = resolve_device(t.device)
