@@ -1,6 +1,7 @@
 """One typed configuration for a run: dataclass defaults (the paper's), then a preset, a YAML file and
 `key=value` overrides. Unknown keys are errors. The resolved config is saved with every run."""
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -228,10 +229,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return coerce(value, next(a for a in typing.get_args(hint) if a is not type(None)), key)
     if hint in (int, float) and isinstance(value, str):
         # YAML reads 1e-4 (no dot) as a string; a number written that way is still a number.
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if hint is int and isinstance(value, float) and value.is_integer():
         value = int(value)
     accepted = SCALARS.get(hint, ())
