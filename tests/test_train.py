@@ -74,6 +74,9 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_pa
     assert it1 == it2 == 8
     assert all(torch.equal(g1[k], g2[k]) for k in g1)
     assert all(torch.equal(d1[k], d2[k]) for k in d1)
+    best1, best2 = load_tensors(tmp_path / "straight" / "best.pt"), load_tensors(tmp_path / "resumed" / "best.pt")
+    assert best1["iteration"] == best2["iteration"] and best1["value"] == best2["value"]
+    assert all(torch.equal(best1["generator"][k], best2["generator"][k]) for k in best1["generator"])
     assert iterations_logged(tmp_path / "resumed") == iterations_logged(tmp_path / "straight")  # none lost or doubled
 
 

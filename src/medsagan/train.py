@@ -133,7 +133,7 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
     rngs = {"data": data_rng, "loss": loss_rng}
 
     # Resume: weights, optimisers, schedules, the sampler's place and every random stream.
-    start, best = 0, {"iteration": 0, "metric": None, "value": None}
+    start, best, best_weights = 0, {"iteration": 0, "metric": None, "value": None}, {}
     if resume:
         state = latest_state(run_dir)
         generator.load_state_dict(state["generator"])
@@ -141,7 +141,11 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
         for module, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sampler, "sampler")):
             module.load_state_dict(state[key])
         restore_rng(state["rng"], rngs)
-        start, best = int(state["iteration"]), state["best"]
+        start, best, best_weights = int(state["iteration"]), state["best"], state["best_generator"]
+        if best_weights:
+            save_best(run_dir, best_weights, best, data.validation)  # best.pt as it was at this checkpoint
+        else:
+            (run_dir / BEST).unlink(missing_ok=True)
         _truncate_log(run_dir / LOG, start)
         log.info("resuming %s at iteration %d", run_dir, start)
 
@@ -149,7 +153,7 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
     generator.train()
     critic.train()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp)
-    meter, clock, seen = defaultdict(list), time.perf_counter(), 0
+    meter = Meter()
     bar = tqdm(total=t.iterations, initial=start, disable=not progress, unit="it", dynamic_ncols=True)
     with open(run_dir / LOG, "a") as log_file:
         for step in range(start + 1, t.iterations + 1):
@@ -161,63 +165,33 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
                     to_model_range(normal_images[normal_index.to(device)]),
                     to_model_range(unlabeled_images[unlabeled_index.to(device)]),
                 )
-                d_loss, stats = objective.critic_loss(batch)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-
+            stats = critic_step(objective, opt_d, batch, autocast)
             if step % t.n_critic == 0:
-                critic.requires_grad_(False)
-                with autocast:
-                    g_loss, g_stats = objective.generator_loss(batch)
-                opt_g.zero_grad(set_to_none=True)
-                g_loss.backward()
-                opt_g.step()
-                critic.requires_grad_(True)
-                stats.update(g_stats)
-            for key, value in stats.items():
-                meter[key].append(value)
-            seen += t.batch_size
+                stats.update(generator_step(objective, opt_g, batch, autocast))
+            meter.add(stats, t.batch_size)
             bar.update(1)
+            last = step == t.iterations
 
             # Log the mean losses of the window and the throughput.
-            if step % t.log_every == 0 or step == t.iterations:
-                elapsed = time.perf_counter() - clock
-                record = {
-                    "iteration": step,
-                    **{k: float(np.mean(v)) for k, v in meter.items()},
-                    "lr_g": opt_g.param_groups[0]["lr"],
-                    "images_per_s": seen / max(elapsed, 1e-9),
-                }
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
-                bar.set_postfix(
-                    {
-                        "D": f"{record['D/loss']:.3f}",
-                        "G": f"{record.get('G/loss', float('nan')):.3f}",
-                        "img/s": f"{record['images_per_s']:.0f}",
-                    }
-                )
-                meter, clock, seen = defaultdict(list), time.perf_counter(), 0
+            if step % t.log_every == 0 or last:
+                record = {"iteration": step, **meter.flush(), "lr_g": opt_g.param_groups[0]["lr"]}
+                write_record(log_file, record)
+                bar.set_postfix({"D": f"{record['D/loss']:.3f}", "img/s": f"{record['images_per_s']:.0f}"})
 
             # Validate and keep the best generator by the validation metric.
-            if step % t.validate_every == 0 or step == t.iterations:
+            if step % t.validate_every == 0 or last:
                 result = validation_metric(detector, data, max(64, t.batch_size))
                 if result is None or best["value"] is None or result[1] > best["value"]:
                     best = {"iteration": step, "metric": result and result[0], "value": result and result[1]}
-                    atomic_torch_save(
-                        run_dir / BEST,
-                        {"generator": generator.state_dict(), **best, "selection": DESCRIPTIONS[data.validation]},
-                    )
+                    best_weights = {k: v.detach().clone() for k, v in generator.state_dict().items()}
+                    save_best(run_dir, best_weights, best, data.validation)
                 if result is not None:
-                    log_file.write(
-                        json.dumps({"iteration": step, result[0]: result[1], "best_iteration": best["iteration"]})
-                        + "\n"
+                    write_record(
+                        log_file, {"iteration": step, result[0]: result[1], "best_iteration": best["iteration"]}
                     )
-                    log_file.flush()
 
-            # Checkpoint the whole training state.
-            if step % t.checkpoint_every == 0 or step == t.iterations:
+            # Checkpoint the whole training state, the best weights so far included.
+            if step % t.checkpoint_every == 0 or last:
                 state = {
                     "iteration": step,
                     "generator": generator.state_dict(),
@@ -227,16 +201,69 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
                     "sampler": sampler.state_dict(),
                     "rng": rng_states(rngs),
                     "best": best,
+                    "best_generator": best_weights,
                 }
                 save_state(run_dir, step, state, t.keep_checkpoints)
     bar.close()
 
     # Done: calibrate the threshold and heatmap scale with the selected generator.
     chosen = AnomalyDetector(build_generator(cfg.model).to(device))
-    chosen.generator.load_state_dict(torch.load(run_dir / BEST, map_location=device, weights_only=True)["generator"])
+    chosen.generator.load_state_dict(best_weights)
     record = {**best, "selection": DESCRIPTIONS[data.validation]}
     atomic_write_text(run_dir / CALIBRATION, json.dumps(calibrate(chosen, data, t, record), indent=1))
     return run_dir
+
+
+def critic_step(objective: SAGANLoss, optimizer: torch.optim.Optimizer, batch, autocast) -> dict[str, float]:
+    with autocast:
+        loss, stats = objective.critic_loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return stats
+
+
+def generator_step(objective: SAGANLoss, optimizer: torch.optim.Optimizer, batch, autocast) -> dict[str, float]:
+    """One generator update; the critic's weights are frozen so no gradient is spent on them."""
+    objective.critic.requires_grad_(False)
+    with autocast:
+        loss, stats = objective.generator_loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    objective.critic.requires_grad_(True)
+    return stats
+
+
+class Meter:
+    """Mean of each loss over a logging window, and images per second."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.values, self.images, self.clock = defaultdict(list), 0, time.perf_counter()
+
+    def add(self, stats: dict[str, float], images: int) -> None:
+        for key, value in stats.items():
+            self.values[key].append(value)
+        self.images += images
+
+    def flush(self) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.clock, 1e-9)
+        means = {k: float(np.mean(v)) for k, v in self.values.items()}
+        means["images_per_s"] = self.images / elapsed
+        self.reset()
+        return means
+
+
+def write_record(log_file, record: dict) -> None:
+    log_file.write(json.dumps(record) + "\n")
+    log_file.flush()
+
+
+def save_best(run_dir: Path, weights: dict, best: dict, validation: str) -> None:
+    atomic_torch_save(run_dir / BEST, {"generator": weights, **best, "selection": DESCRIPTIONS[validation]})
 
 
 def _truncate_log(path: Path, iteration: int) -> None:
