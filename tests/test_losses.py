@@ -54,14 +54,14 @@ def test_critic_and_generator_losses_follow_equations_3_to_7():
     d_loss, d_stats = loss.critic_loss(batch)
     d = lambda x: critic(x).mean()  # noqa: E731
     assert torch.isclose(d_loss, d(0.5 * unlabeled) - d(normal), atol=1e-6)
-    assert abs(d_stats["D/gp"]) < 1e-10
+    assert abs(d_stats["D/gp"].item()) < 1e-10
 
     g_loss, g_stats = loss.generator_loss(batch)
     adversarial = -d(0.5 * unlabeled)
     identity = (0.5 * normal - normal).abs().mean()
     restoration = ((0.5 * pseudo - normal) ** 2).mean()
     assert torch.isclose(g_loss, adversarial + 2.0 * identity + 3.0 * restoration, atol=1e-6)
-    assert abs(g_stats["G/identity"] - identity.item()) < 1e-6
+    assert abs(g_stats["G/identity"].item() - identity.item()) < 1e-6
 
 
 def test_critic_step_does_not_backpropagate_into_the_generator():

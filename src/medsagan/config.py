@@ -112,8 +112,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {
             "iterations": 2000,
             "batch_size": 32,
-            "lr_g": 2e-4,
-            "lr_d": 2e-4,
+            "lr_g": 1e-4,
+            "lr_d": 1e-4,
             "validate_every": 250,
             "checkpoint_every": 250,
         },

@@ -55,7 +55,7 @@ class SAGANLoss:
             unlabeled = pseudo
         return Batch(normal, unlabeled, pseudo, mask)
 
-    def critic_loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    def critic_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """L_adv^D = E[D(x'_u)] - E[D(x_n)] + lambda_gp * GP (Eq. 7): real = normals, fake = restored unlabelled."""
         with torch.no_grad():
             fake = self.generator(batch.unlabeled)
@@ -65,9 +65,9 @@ class SAGANLoss:
         mix = torch.rand(n, generator=self.rng, device=self.rng.device).to(real.device)
         penalty = gradient_penalty(self.critic, real[:n], fake[:n], mix)
         loss = wasserstein + self.cfg.lambda_gp * penalty
-        return loss, {"D/wasserstein": wasserstein.item(), "D/gp": penalty.item(), "D/loss": loss.item()}
+        return loss, {"D/wasserstein": wasserstein.detach(), "D/gp": penalty.detach(), "D/loss": loss.detach()}
 
-    def generator_loss(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    def generator_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """L^G = L_adv + lambda_id * L_id + lambda_rec * L_rec (Eq. 3-6).
 
         The three restorations go through the generator as one batch: InstanceNorm works per image, so
@@ -82,9 +82,9 @@ class SAGANLoss:
         restoration = functional.mse_loss(restored_p, batch.normal)
         loss = adversarial + self.cfg.lambda_id * identity + self.cfg.lambda_rec * restoration
         stats = {
-            "G/adversarial": adversarial.item(),
-            "G/identity": identity.item(),
-            "G/restoration": restoration.item(),
-            "G/loss": loss.item(),
+            "G/adversarial": adversarial.detach(),
+            "G/identity": identity.detach(),
+            "G/restoration": restoration.detach(),
+            "G/loss": loss.detach(),
         }
         return loss, stats

@@ -214,7 +214,7 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
     return run_dir
 
 
-def critic_step(objective: SAGANLoss, optimizer: torch.optim.Optimizer, batch, autocast) -> dict[str, float]:
+def critic_step(objective: SAGANLoss, optimizer: torch.optim.Optimizer, batch, autocast) -> dict[str, torch.Tensor]:
     with autocast:
         loss, stats = objective.critic_loss(batch)
     optimizer.zero_grad(set_to_none=True)
@@ -223,7 +223,7 @@ def critic_step(objective: SAGANLoss, optimizer: torch.optim.Optimizer, batch, a
     return stats
 
 
-def generator_step(objective: SAGANLoss, optimizer: torch.optim.Optimizer, batch, autocast) -> dict[str, float]:
+def generator_step(objective: SAGANLoss, optimizer: torch.optim.Optimizer, batch, autocast) -> dict[str, torch.Tensor]:
     """One generator update; the critic's weights are frozen so no gradient is spent on them."""
     objective.critic.requires_grad_(False)
     with autocast:
@@ -244,14 +244,15 @@ class Meter:
     def reset(self) -> None:
         self.values, self.images, self.clock = defaultdict(list), 0, time.perf_counter()
 
-    def add(self, stats: dict[str, float], images: int) -> None:
+    def add(self, stats: dict[str, torch.Tensor], images: int) -> None:
         for key, value in stats.items():
             self.values[key].append(value)
         self.images += images
 
     def flush(self) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.clock, 1e-9)
-        means = {k: float(np.mean(v)) for k, v in self.values.items()}
+        # Losses stay tensors until here: no device synchronisation inside the training step.
+        means = {k: torch.stack(v).float().mean().item() for k, v in self.values.items()}
         means["images_per_s"] = self.images / elapsed
         self.reset()
         return means
