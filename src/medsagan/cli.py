@@ -11,8 +11,6 @@ import click
 from .config import load_config, parse_overrides
 from .errors import MedsaganError
 
-OVERRIDES_HELP = "KEY=VALUE overrides of the configuration, for example train.iterations=500 model.patches=4."
-
 
 def friendly(command):
     """Turn the tool's own errors into one line on stderr and exit code 2, never a traceback."""
@@ -67,9 +65,11 @@ def build_config(config: str | None, preset: str | None, overrides: tuple[str, .
 def train(config_file, preset, data, iterations, device, seed, out, resume, skip_bad, dry_run, no_progress, overrides):
     """Train SAGAN and write a run directory.
 
+    OVERRIDES are KEY=VALUE settings of the configuration (configs/paper.yaml lists every key).
+
     \b
     medsagan train --data ../shared/data/medad-pneumonia64 --preset fast --out runs/pneumonia
-    medsagan train --config configs/rsna.yaml --out runs/rsna train.batch_size=64
+    medsagan train --config configs/medad-rsna.yaml --out runs/rsna train.batch_size=64
     medsagan train --resume runs/pneumonia            # after an interruption
     """
     from .runs import load_run_config
