@@ -67,7 +67,7 @@ def scoring_speed(preset: str, device: torch.device, images: int = 256) -> float
     score_images(detector, batch[:64])
     sync(device)
     start = time.perf_counter()
-    score_images(detector, batch, batch_size=128)
+    score_images(detector, batch)
     sync(device)
     return images / (time.perf_counter() - start)
 

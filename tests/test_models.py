@@ -148,3 +148,18 @@ def test_instance_norm_is_torchs_instance_norm_without_running_statistics():
         InstanceNorm(1, affine=False)(x[:, :1]), torch.nn.functional.instance_norm(x[:, :1]), atol=1e-5
     )
     assert not list(ours.buffers())
+
+
+def test_scores_are_bit_identical_whatever_is_scored_with_them():
+    from medsagan.evaluate.scoring import score_images
+
+    torch.manual_seed(0)
+    detector = AnomalyDetector(small())
+    images = torch.randint(0, 256, (45, 1, 32, 32), dtype=torch.uint8)
+    together = score_images(detector, images, keep_maps=True)
+    assert torch.equal(torch.from_numpy(together.scores), torch.from_numpy(score_images(detector, images).scores))
+    for part in (images[:1], images[7:30], images[40:]):
+        alone = score_images(detector, part).scores
+        start = next(i for i in range(45) if torch.equal(images[i], part[0]))
+        assert (alone == together.scores[start : start + len(part)]).all()
+    assert detector.training  # scoring restores the mode it found

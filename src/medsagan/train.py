@@ -180,7 +180,7 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
 
             # Validate and keep the best generator by the validation metric.
             if step % t.validate_every == 0 or last:
-                result = validation_metric(detector, data, max(64, t.batch_size))
+                result = validation_metric(detector, data)
                 if result is None or best["value"] is None or result[1] > best["value"]:
                     best = {"iteration": step, "metric": result and result[0], "value": result and result[1]}
                     best_weights = {k: v.detach().clone() for k, v in generator.state_dict().items()}

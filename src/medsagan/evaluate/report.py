@@ -18,9 +18,7 @@ from .scoring import OFFICIAL_NOTE, score_images
 DETERMINISTIC_NOTE = "eval mode under torch.inference_mode(): no random mask, deterministic, per-image"
 
 
-def evaluate_run(
-    run_dir: str | Path, split: str = "test", official: bool = False, device: str = "cpu", batch_size: int = 64
-) -> dict:
+def evaluate_run(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "cpu") -> dict:
     """Score `split` ("test" or "val") with the run's selected generator; returns the metrics object."""
     run_dir = Path(run_dir)
     detector, cfg, selection = load_detector(run_dir, device)
@@ -32,7 +30,7 @@ def evaluate_run(
     training = build_training_data(source, cfg.data, cfg.model, cfg.train.seed, cfg.train.val_max_images, cache)
     check_leakage(images, [training.normal, training.unlabeled])
 
-    scores = score_images(detector, images.images, batch_size, official=official).scores
+    scores = score_images(detector, images.images, official=official).scores
     labels = images.labels.numpy()
     metrics = {"split": split, **summary(labels, scores)}
     calibration = load_calibration(run_dir)

@@ -1,7 +1,8 @@
 """Scoring: every path that turns images into anomaly scores goes through `score_images`.
 
-It runs the detector in eval mode under `torch.inference_mode()`, so scores are deterministic and do
-not depend on the batch size or the other images of a batch.
+It runs the detector in eval mode under `torch.inference_mode()`, in chunks of exactly SCORING_BATCH
+images (the last one padded): convolution kernels are chosen by tensor shape, so a fixed shape makes an
+image's score bit-identical whatever else is scored with it and however many images there are.
 """
 
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 from ..data.dataset import to_model_range
 from ..models import AnomalyDetector
 
+SCORING_BATCH = 32
 OFFICIAL_SEED = 0
 OFFICIAL_NOTE = "official scoring: generator in training mode, random output mask (p = 0.95), for comparison only"
 
@@ -41,7 +43,6 @@ def mode(module: nn.Module, training: bool):
 def score_images(
     detector: AnomalyDetector,
     images: Tensor,
-    batch_size: int = 64,
     keep_maps: bool = False,
     official: bool = False,
 ) -> Scores:
@@ -55,14 +56,17 @@ def score_images(
     with mode(detector, official), torch.inference_mode(), torch.random.fork_rng(devices=_cuda_devices(device)):
         if official:
             torch.manual_seed(OFFICIAL_SEED)
-        for start in range(0, images.shape[0], batch_size):
-            chunk = images[start : start + batch_size].to(device)
+        for start in range(0, images.shape[0], SCORING_BATCH):
+            chunk = images[start : start + SCORING_BATCH].to(device)
             x = to_model_range(chunk) if chunk.dtype == torch.uint8 else chunk.float()
+            real = x.shape[0]
+            if real < SCORING_BATCH:
+                x = torch.cat([x, x.new_zeros(SCORING_BATCH - real, *x.shape[1:])])
             result = detector(x)
-            scores.append(result.score.float().cpu())
+            scores.append(result.score[:real].float().cpu())
             if keep_maps:
-                maps.append(result.anomaly_map[:, 0].float().cpu())
-                restored.append(result.restored.float().cpu())
+                maps.append(result.anomaly_map[:real, 0].float().cpu())
+                restored.append(result.restored[:real].float().cpu())
     as_numpy = lambda parts: torch.cat(parts).numpy() if parts else None  # noqa: E731
     empty = np.zeros(0, dtype=np.float32)
     return Scores(as_numpy(scores) if scores else empty, as_numpy(maps), as_numpy(restored))

@@ -18,11 +18,11 @@ DESCRIPTIONS = {
 }
 
 
-def validation_metric(detector: AnomalyDetector, data: TrainingData, batch_size: int) -> tuple[str, float] | None:
+def validation_metric(detector: AnomalyDetector, data: TrainingData) -> tuple[str, float] | None:
     """(name, value) of the selection metric, higher is better; None when the run has no validation data."""
     if data.validation == "none":
         return None
-    negative = score_images(detector, data.val_normal.images, batch_size).scores
-    positive = score_images(detector, data.val_positive.images, batch_size).scores
+    negative = score_images(detector, data.val_normal.images).scores
+    positive = score_images(detector, data.val_positive.images).scores
     labels = np.r_[np.zeros(len(negative)), np.ones(len(positive))]
     return METRIC_NAMES[data.validation], auc(labels, np.r_[negative, positive])
