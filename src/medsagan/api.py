@@ -27,7 +27,7 @@ def fit(config: Config, run_dir: str | Path, resume: bool = False, progress: boo
     return _fit(config, run_dir, resume=resume, progress=progress)
 
 
-def evaluate(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "cpu") -> dict:
+def evaluate(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "auto") -> dict:
     """AUC, AP and thresholded metrics of a run on its dataset's split; also written under RUN/evaluation/."""
     return evaluate_run(run_dir, split, official=official, device=device)
 
@@ -73,7 +73,7 @@ class Model:
         return score_images(self.detector, self.prepare(images), keep_maps=keep_maps)
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> Model:
+def load(run_dir: str | Path, device: str = "auto") -> Model:
     """The selected generator of a finished (or validated) run."""
     detector, cfg, selection = load_detector(run_dir, device)
     return Model(detector, cfg, selection, load_calibration(run_dir))

@@ -132,7 +132,7 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
     is_flag=True,
     help="Score as the official code did (training mode, random mask); for comparison only.",
 )
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @friendly
 def evaluate(run, split, official_scoring, device, as_json):
@@ -168,7 +168,7 @@ def evaluate(run, split, official_scoring, device, as_json):
 @click.argument("run", type=click.Path(file_okay=False, exists=True))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the CSV and panels.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images (listed in skipped.txt).")
 @click.option("--no-panels", is_flag=True, help="Only the CSV.")
 @click.option("--vmax", type=float, help="Heatmap colour scale maximum (default: the run's calibration).")

@@ -49,10 +49,10 @@ def run_demo(
             fit(cfg, run, resume=True, progress=progress)  # an interrupted or shorter demo continues
     else:
         fit(cfg, run, progress=progress)
-    metrics = evaluate_run(run, "test", device=device if device != "auto" else "cpu")
+    metrics = evaluate_run(run, "test", device=device)
 
     # Heatmap panels of the most and the least anomalous test images, on the run's fixed colour scale.
-    detector, cfg, _ = load_detector(run)
+    detector, cfg, _ = load_detector(run, device)
     source = open_source(
         cfg.data.path, cfg.data.source, cfg.data.medmnist_task, cfg.data.synthetic_count, cfg.model.image_size
     )

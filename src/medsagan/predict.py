@@ -51,7 +51,7 @@ def predict(
     run_dir: str | Path,
     inputs: list[str | Path],
     out_dir: str | Path,
-    device: str = "cpu",
+    device: str = "auto",
     skip_bad: bool = False,
     panels: bool = True,
     vmax: float | None = None,

@@ -50,7 +50,7 @@ def load_best(run_dir: str | Path) -> dict[str, Any]:
     return load_tensors(path)
 
 
-def load_detector(run_dir: str | Path, device: str = "cpu") -> tuple[AnomalyDetector, Config, dict[str, Any]]:
+def load_detector(run_dir: str | Path, device: str = "auto") -> tuple[AnomalyDetector, Config, dict[str, Any]]:
     """The selected generator of a run, wrapped as a detector in eval mode, with the run's config and
     the selection record (iteration, metric)."""
     cfg = load_run_config(run_dir)

@@ -18,7 +18,7 @@ from .scoring import OFFICIAL_NOTE, score_images
 DETERMINISTIC_NOTE = "eval mode under torch.inference_mode(): no random mask, deterministic, per-image"
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "cpu") -> dict:
+def evaluate_run(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "auto") -> dict:
     """Score `split` ("test" or "val") with the run's selected generator; returns the metrics object."""
     run_dir = Path(run_dir)
     detector, cfg, selection = load_detector(run_dir, device)
