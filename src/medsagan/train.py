@@ -176,7 +176,9 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
             if step % t.log_every == 0 or last:
                 record = {"iteration": step, **meter.flush(), "lr_g": opt_g.param_groups[0]["lr"]}
                 write_record(log_file, record)
-                bar.set_postfix({"D": f"{record['D/loss']:.3f}", "img/s": f"{record['images_per_s']:.0f}"})
+                shown = {"D/loss": "D", "G/loss": "G", "G/identity": "id", "G/restoration": "rec"}
+                postfix = {short: f"{record[key]:.3f}" for key, short in shown.items() if key in record}
+                bar.set_postfix({**postfix, "img/s": f"{record['images_per_s']:.0f}"})
 
             # Validate and keep the best generator by the validation metric.
             if step % t.validate_every == 0 or last:
