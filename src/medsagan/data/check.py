@@ -3,6 +3,7 @@
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from PIL import Image
 
 from ..config import DataConfig
@@ -76,8 +77,30 @@ def inspect(source: Source, cfg: DataConfig) -> dict:
         "validation": validation,
         "image_sizes": dict(sizes.most_common()),
         "image_modes": dict(modes.most_common()),
+        "intensity": intensity(source, items, any(mode.startswith("RGB") for mode in modes)),
         "unreadable": bad,
     }
+
+
+def intensity(source: Source, items: list[str], colour: bool, sample: int = 200) -> dict:
+    """Mean and standard deviation of each channel's [0, 1] intensities over an even sample of images."""
+    picks = [items[i] for i in np.linspace(0, len(items) - 1, min(sample, len(items))).astype(int)]
+    values = []
+    for item in picks:
+        try:
+            values.append(source.decode(item, 64, 3).reshape(3, -1) / 255.0)
+        except DataError:
+            continue  # listed in `bad` when --skip-bad, raised earlier otherwise
+    pixels = np.concatenate(values, axis=1) if values else np.zeros((3, 0))
+    channels = ("red", "green", "blue") if colour else ("grey",)
+    stats = {"sampled_images": len(values)}
+    for i, name in enumerate(channels):
+        row = pixels[i] if len(channels) == 3 else pixels.mean(0)
+        stats[name] = {
+            "mean": round(float(row.mean()), 4) if row.size else None,
+            "std": round(float(row.std()), 4) if row.size else None,
+        }
+    return stats
 
 
 def _safe(source: Source, item: str, skip_bad: bool):
@@ -116,6 +139,13 @@ def format_report(report: dict) -> str:
     sizes = ", ".join(f"{size} ({n})" for size, n in report["image_sizes"].items())
     modes = ", ".join(f"{mode} ({n})" for mode, n in report["image_modes"].items())
     lines += [f"image sizes: {sizes}", f"image modes: {modes}"]
+    stats = report["intensity"]
+    channels = ", ".join(
+        f"{name} mean {value['mean']:.3f} sd {value['std']:.3f}"
+        for name, value in stats.items()
+        if isinstance(value, dict) and value["mean"] is not None
+    )
+    lines.append(f"intensity in [0, 1] ({stats['sampled_images']} images sampled): {channels}")
     if report["unreadable"]:
         lines.append(f"unreadable, skipped: {len(report['unreadable'])}; first: {report['unreadable'][0]}")
     return "\n".join(lines)
