@@ -184,3 +184,15 @@ def test_medmnist_unknown_task_asks_for_it(tmp_path):
     with pytest.raises(DataError, match=r"set data\.medmnist_task"):
         open_source(str(path))
     assert len(MedMNISTSource(path, "pneumoniamnist").pools["train/0"]) == 2
+
+
+def test_check_reports_sizes_modes_and_intensity(tmp_path):
+    for folder, count in (("normal", 3), ("test/normal", 1), ("test/abnormal", 1)):
+        for i in range(count):
+            write_png(tmp_path / folder / f"{i}.png", 51, size=20)
+    write_png(tmp_path / "unlabeled" / "u.png", 51, size=30)
+    report = inspect(open_source(str(tmp_path)), DataConfig())
+    assert report["image_sizes"] == {"20x20": 5, "30x30": 1}
+    assert report["image_modes"] == {"L": 6}
+    assert report["intensity"]["grey"]["mean"] == pytest.approx(0.2, abs=1e-3)
+    assert report["intensity"]["sampled_images"] == 6
