@@ -187,12 +187,12 @@ def test_medmnist_unknown_task_asks_for_it(tmp_path):
 
 
 def test_check_reports_sizes_modes_and_intensity(tmp_path):
-    for folder, count in (("normal", 3), ("test/normal", 1), ("test/abnormal", 1)):
+    for folder, count, value in (("normal", 3, 51), ("test/normal", 1, 102), ("test/abnormal", 1, 153)):
         for i in range(count):
-            write_png(tmp_path / folder / f"{i}.png", 51, size=20)
-    write_png(tmp_path / "unlabeled" / "u.png", 51, size=30)
+            write_png(tmp_path / folder / f"{i}.png", value, size=20)
+    write_png(tmp_path / "unlabeled" / "u.png", 204, size=30)
     report = inspect(open_source(str(tmp_path)), DataConfig())
     assert report["image_sizes"] == {"20x20": 5, "30x30": 1}
     assert report["image_modes"] == {"L": 6}
-    assert report["intensity"]["grey"]["mean"] == pytest.approx(0.2, abs=1e-3)
+    assert report["intensity"]["grey"]["mean"] == pytest.approx((3 * 51 + 102 + 153 + 204) / 6 / 255, abs=1e-3)
     assert report["intensity"]["sampled_images"] == 6
