@@ -17,7 +17,7 @@ from .runs import CALIBRATION, CONFIG, cache_dir, load_calibration, load_detecto
 from .train import fit
 from .viz.heatmaps import panel, save_panel
 
-DEMO_ITERATIONS = 400  # fits the whole demo in 10 minutes on 2 CPU cores (measured in the README)
+DEMO_ITERATIONS = 250  # 7.4 min for the whole demo on 2 slow CPU cores, under the 10 minutes promised (README)
 SHOWN = 4
 
 
