@@ -21,6 +21,7 @@ import torch
 
 from medsagan import evaluate, fit, load_config
 from medsagan.config import merge, parse_overrides
+from medsagan.files import atomic_write_text
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medad-pneumonia64"
 
@@ -67,7 +68,7 @@ def main() -> None:
                 "threads": torch.get_num_threads(),
             }
         )
-        done.write_text(json.dumps(results[-1]))
+        atomic_write_text(done, json.dumps(results[-1]))
         print(json.dumps(results[-1]), flush=True)
     summary = {
         "data": args.data,
@@ -82,7 +83,7 @@ def main() -> None:
         "train_seconds_mean": statistics.mean(r["train_seconds"] for r in results),
         "runs": results,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     print(
         f"| {args.preset} {' '.join(args.overrides)} | {args.iterations} | {len(results)} | "
         f"{summary['auc_mean']:.3f} ± {summary['auc_sd']:.3f} | {summary['ap_mean']:.3f} ± {summary['ap_sd']:.3f} | "
