@@ -80,11 +80,21 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_pa
     assert iterations_logged(tmp_path / "resumed") == iterations_logged(tmp_path / "straight")  # none lost or doubled
 
 
-def test_resume_without_a_checkpoint_says_so(tmp_path):
+def test_resume_without_a_checkpoint_starts_from_iteration_zero(tmp_path):
     (tmp_path / "run").mkdir()
     tiny_config().save(tmp_path / "run" / "config.yaml")
-    with pytest.raises(RunError, match="no training checkpoint"):
-        fit(tiny_config(), tmp_path / "run", resume=True, progress=False)
+    (tmp_path / "run" / "log.jsonl").write_text('{"iteration": 2, "D/loss": 1.0}\n{"iterat')  # killed mid-line
+    fit(tiny_config(), tmp_path / "run", resume=True, progress=False)
+    assert weights(tmp_path / "run")[2] == 6
+    assert iterations_logged(tmp_path / "run")[0] == 2 and (tmp_path / "run" / "calibration.json").is_file()
+
+
+def test_resume_refuses_fewer_iterations_than_done(tmp_path):
+    fit(tiny_config(), tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(RunError, match="already done 6 iterations; resume it with --iterations 6"):
+        fit(tiny_config(train={"iterations": 4}), tmp_path / "run", resume=True, progress=False)
+    assert (tmp_path / "run" / "config.yaml").read_text() == before
 
 
 def test_labelled_validation_selects_by_val_auc_and_youden_threshold(tmp_path):

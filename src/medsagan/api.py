@@ -76,4 +76,4 @@ class Model:
 def load(run_dir: str | Path, device: str = "auto") -> Model:
     """The selected generator of a finished (or validated) run."""
     detector, cfg, selection = load_detector(run_dir, device)
-    return Model(detector, cfg, selection, load_calibration(run_dir))
+    return Model(detector, cfg, selection, load_calibration(run_dir, selection))

@@ -1,5 +1,6 @@
 """Training-state checkpoints: everything needed to continue a run exactly where it stopped."""
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ from .errors import RunError
 from .files import atomic_torch_save, load_tensors
 
 STATE_PATTERN = re.compile(r"state-(\d{8})\.pt$")
+STATE_KEYS = {"iteration", "generator", "critic", "opt_g", "opt_d", "sampler", "rng", "best", "best_generator"}
+log = logging.getLogger("medsagan")
 
 
 def state_path(run_dir: Path, iteration: int) -> Path:
@@ -30,11 +33,29 @@ def save_state(run_dir: Path, iteration: int, state: dict[str, Any], keep: int) 
     return path
 
 
-def latest_state(run_dir: Path) -> dict[str, Any]:
+def latest_state(run_dir: Path) -> dict[str, Any] | None:
+    """The newest readable training state; None when the run stopped before its first checkpoint.
+
+    An unreadable newest state (a disk that filled, a copy cut short) falls back to the one before, with a
+    warning, so one bad file costs the iterations since the previous checkpoint, not the run.
+    """
     states = list_states(run_dir)
-    if not states:
-        raise RunError(f"{run_dir}: no training checkpoint in checkpoints/ to resume from; start a new run instead")
-    return load_tensors(states[-1])
+    for path in reversed(states):
+        try:
+            state = load_tensors(path, "medsagan training checkpoint")
+        except RunError as err:
+            log.warning("warning: %s; falling back to the checkpoint before it", err)
+            continue
+        if not isinstance(state, dict) or not set(state) >= STATE_KEYS:
+            log.warning("warning: %s is not a medsagan training checkpoint; falling back to the one before", path)
+            continue
+        return state
+    if states:
+        raise RunError(
+            f"{run_dir}: none of the {len(states)} checkpoints in checkpoints/ can be read; "
+            "start a new run with another --out"
+        )
+    return None
 
 
 def rng_states(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:

@@ -1,35 +1,82 @@
 """The `medsagan` command line: train, evaluate, predict, demo, model-info, data check, data prepare."""
 
-import functools
+import dataclasses
 import json
 import logging
+import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 import click
 
 from .config import load_config, parse_overrides
-from .errors import MedsaganError
+from .errors import ConfigError, MedsaganError
 
 
-def friendly(command):
-    """Turn the tool's own errors into one line on stderr and exit code 2, never a traceback."""
+class Command(click.Group):
+    """Every failure is one line on stderr, never a traceback.
 
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    The tool's own errors and usage mistakes exit 2 with what to fix; Ctrl-C exits 130; anything unexpected
+    exits 1 with the command, the error and the file holding the full traceback (for a bug report).
+    """
+
+    def main(self, args=None, prog_name=None, **extra):
+        argv = list(sys.argv[1:] if args is None else args)
         try:
-            return command(*args, **kwargs)
+            code = super().main(args=argv, prog_name=prog_name, standalone_mode=False, **extra)
         except MedsaganError as err:
-            click.echo(f"error: {err}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; a training run continues with `medsagan train --resume RUN`", err=True)
-            sys.exit(130)
+            code = _fail(f"error: {_one_line(str(err))}", 2)
+        except click.UsageError as err:
+            hint = f" (see `{err.ctx.command_path} --help`)" if err.ctx else ""
+            code = _fail(f"error: {_one_line(err.format_message())}{hint}", 2)
+        except click.ClickException as err:
+            code = _fail(f"error: {_one_line(err.format_message())}", err.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            code = _fail("interrupted; a training run continues with `medsagan train --resume RUN`", 130)
+        except Exception as err:
+            report = _write_traceback(argv)
+            code = _fail(
+                f"error: `{_command_name(argv)}` failed unexpectedly: {type(err).__name__}: "
+                f"{_one_line(str(err))} (full traceback in {report}; please attach it to a bug report)",
+                1,
+            )
+        sys.exit(code if isinstance(code, int) else 0)
 
-    return wrapper
+
+def _command_name(argv: list[str]) -> str:
+    words = [arg for arg in argv if not arg.startswith("-")]
+    return " ".join(["medsagan", *words[: 2 if words[:1] == ["data"] else 1]])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(message, err=True)
+    return code
+
+
+def _write_traceback(argv: list[str]) -> str:
+    handle, path = tempfile.mkstemp(prefix="medsagan-error-", suffix=".log")
+    with os.fdopen(handle, "w") as log_file:
+        log_file.write(f"medsagan {' '.join(argv)}\nmedsagan {_version()}, Python {sys.version.split()[0]}\n\n")
+        log_file.write(traceback.format_exc())
+    return path
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("medsagan")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+@click.group(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="medsagan")
 def main():
     """SAGAN anomaly detection for medical images: restore an image to a healthy one and score the difference.
@@ -61,7 +108,6 @@ def build_config(config: str | None, preset: str | None, overrides: tuple[str, .
 @click.option("--dry-run", is_flag=True, help="Print the resolved configuration and data summary, then exit.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to RUN/log.jsonl).")
 @click.argument("overrides", nargs=-1)
-@friendly
 def train(config_file, preset, data, iterations, device, seed, out, resume, skip_bad, dry_run, no_progress, overrides):
     """Train SAGAN and write a run directory.
 
@@ -76,15 +122,20 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
     from .train import fit
 
     if resume:
-        if config_file or preset or data or seed is not None or skip_bad:
-            raise click.UsageError(
-                "--resume continues a run with its saved configuration; "
-                "only --iterations, --device and train.* overrides may change"
+        given = {"--out": out, "--config": config_file, "--preset": preset, "--data": data}
+        given.update({"--seed": seed is not None, "--skip-bad": skip_bad})
+        clashing = [name for name, value in given.items() if value]
+        if clashing:
+            raise ConfigError(
+                f"--resume continues {resume} in place with its saved configuration, so {clashing[0]} cannot be "
+                "given with it; only --iterations, --device and train.* overrides may change"
             )
         cfg = load_run_config(resume)
         extra = parse_overrides(overrides)
         if set(extra) - {"train"}:
-            raise click.UsageError("with --resume only train.* overrides are accepted")
+            raise ConfigError(
+                f"with --resume only train.* overrides are accepted, not {', '.join(sorted(set(extra) - {'train'}))}.*"
+            )
         values = {**cfg.to_dict(), "train": {**cfg.to_dict()["train"], **extra.get("train", {})}}
         for key, value in (("iterations", iterations), ("device", device)):
             if value is not None:
@@ -134,7 +185,6 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
 )
 @click.option("--device", default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-@friendly
 def evaluate(run, split, official_scoring, device, as_json):
     """Score a run's test split: AUC, AP, metrics.json, scores.csv and curves.png in RUN/evaluation/SPLIT.
 
@@ -172,7 +222,6 @@ def evaluate(run, split, official_scoring, device, as_json):
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images (listed in skipped.txt).")
 @click.option("--no-panels", is_flag=True, help="Only the CSV.")
 @click.option("--vmax", type=float, help="Heatmap colour scale maximum (default: the run's calibration).")
-@friendly
 def predict(run, paths, out, device, skip_bad, no_panels, vmax):
     """Score images, folders or DICOMs; write predictions.csv and a heatmap panel per image.
 
@@ -192,7 +241,6 @@ def predict(run, paths, out, device, skip_bad, no_panels, vmax):
 @click.option("--iterations", type=int, help="Training iterations (default: fits 10 minutes on 2 CPU cores).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--no-progress", is_flag=True)
-@friendly
 def demo(data, out, iterations, device, no_progress):
     """Train the fast preset, evaluate it and write heatmaps: no download needed.
 
@@ -211,7 +259,6 @@ def demo(data, out, iterations, device, no_progress):
 @click.option("--preset", type=click.Choice(["paper", "fast", "baseline"]))
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("overrides", nargs=-1)
-@friendly
 def model_info(config_file, preset, as_json, overrides):
     """Parameter counts, shapes and multiply-adds of the generator and critic.
 
@@ -241,7 +288,6 @@ def data():
 @click.option("--skip-bad", is_flag=True, help="Report unreadable images instead of stopping at the first.")
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("overrides", nargs=-1)
-@friendly
 def data_check(path, source, medmnist_task, skip_bad, as_json, overrides):
     """Counts per split, the unlabelled set the protocol builds, image sizes, and any problem.
 
@@ -252,8 +298,8 @@ def data_check(path, source, medmnist_task, skip_bad, as_json, overrides):
     from .data.check import format_report, inspect
     from .data.sources import open_source
 
-    cfg = load_config(overrides={**parse_overrides(overrides)})
-    cfg.data.skip_bad = skip_bad or cfg.data.skip_bad
+    cfg = load_config(overrides=parse_overrides(overrides))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, skip_bad=skip_bad or cfg.data.skip_bad))
     report = inspect(
         open_source(
             path, source, medmnist_task or cfg.data.medmnist_task, cfg.data.synthetic_count, cfg.model.image_size
@@ -275,7 +321,6 @@ def data_check(path, source, medmnist_task, skip_bad, as_json, overrides):
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the split when no --split is given.")
 @click.option("--size", default=512, show_default=True, help="Side of the converted chest X-ray PNGs.")
-@friendly
 def data_prepare(dataset, raw, out, split_file, seed, size):
     """Convert RSNA, VinDr-CXR or LAG downloads into the Med-AD layout with the benchmark's recipe.
 

@@ -4,6 +4,7 @@
 import contextlib
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -156,8 +157,21 @@ def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {pair!r} sets both {part} and a key inside it")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            problem = yaml_problem(err)
+            raise ConfigError(f"override {pair!r}: the value is not valid YAML ({problem}); put it in quotes") from None
     return nested
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one phrase: what is wrong and where."""
+    mark = getattr(err, "problem_mark", None)
+    what = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(err, "context", None)
+    return f"{context}: {what}{where}" if context else f"{what}{where}"
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -167,7 +181,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(err)}") from None
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (model:, data:, ...)")
     return loaded
@@ -192,7 +206,88 @@ def load_config(
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     layered["preset"] = name
-    return build(Config, merge(PRESETS[name], layered), "")
+    config = build(Config, merge(PRESETS[name], layered), "")
+    validate(config)
+    return config
+
+
+# Allowed range of each numeric setting: (low, high, low inclusive, high inclusive); None is unbounded.
+RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "model.image_size": (8, None, True, True),
+    "model.patches": (1, None, True, True),
+    "model.conv_dim": (1, None, True, True),
+    "model.residual_blocks": (0, None, True, True),
+    "model.mask_keep": (0, 1, False, True),
+    "model.d_conv_dim": (1, None, True, True),
+    "model.d_layers": (1, None, True, True),
+    "data.anomaly_ratio": (0, 1, True, True),
+    "data.unlabeled_size": (-1, None, True, True),
+    "data.val_fraction": (0, 1, True, False),
+    "data.synthetic_count": (8, None, True, True),
+    "loss.lambda_id": (0, None, True, True),
+    "loss.lambda_rec": (0, None, True, True),
+    "loss.lambda_gp": (0, None, True, True),
+    "loss.fpi_core": (0, 1, False, True),
+    "train.iterations": (1, None, True, True),
+    "train.batch_size": (2, None, True, True),
+    "train.n_critic": (1, None, True, True),
+    "train.lr_g": (0, None, False, True),
+    "train.lr_d": (0, None, False, True),
+    "train.beta1": (0, 1, True, False),
+    "train.beta2": (0, 1, True, False),
+    "train.lr_decay_start": (0, None, True, True),
+    "train.validate_every": (1, None, True, True),
+    "train.checkpoint_every": (1, None, True, True),
+    "train.keep_checkpoints": (1, None, True, True),
+    "train.log_every": (1, None, True, True),
+    "train.val_max_images": (1, None, True, True),
+    "train.seed": (0, None, True, True),
+    "train.threshold_specificity": (0, 1, False, False),
+}
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+MEDMNIST_TASK_NAMES = ("", "pneumoniamnist", "retinamnist", "breastmnist")
+
+
+def _range_text(low, high, low_in, high_in) -> str:
+    if high is None:
+        return f">= {low}" if low_in else f"> {low}"
+    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
+def validate(cfg: Config) -> None:
+    """Range and cross-field checks, so a wrong value fails when the config is built, not hours into a run."""
+    for key, (low, high, low_in, high_in) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        too_low = value < low if low_in else value <= low
+        too_high = high is not None and (value > high if high_in else value >= high)
+        if too_low or too_high:
+            raise ConfigError(
+                f"{key} = {value!r} is out of range; it must be {_range_text(low, high, low_in, high_in)}"
+            )
+    if cfg.model.channels not in (1, 3):
+        raise ConfigError(f"model.channels = {cfg.model.channels!r} must be 1 (grey) or 3 (colour)")
+    if not DEVICE.match(cfg.train.device):
+        raise ConfigError(f"train.device = {cfg.train.device!r} is unknown; use auto, cpu, cuda, cuda:N or mps")
+    if cfg.data.medmnist_task not in MEDMNIST_TASK_NAMES:
+        raise ConfigError(
+            f"data.medmnist_task = {cfg.data.medmnist_task!r} is unknown; use one of "
+            f"{', '.join(MEDMNIST_TASK_NAMES[1:])} (or leave it empty to guess from the file name)"
+        )
+    low, high = cfg.loss.fpi_half_width
+    if not 0 < low <= high <= 0.5:
+        raise ConfigError(
+            f"loss.fpi_half_width = [{low}, {high}] must satisfy 0 < low <= high <= 0.5 (shares of the image side)"
+        )
+    if cfg.model.architecture == "sagan":
+        from .models.generator import check_geometry
+
+        check_geometry(cfg.model.image_size, cfg.model.patches)
+    elif cfg.model.image_size % 4:
+        raise ConfigError(
+            f"model.image_size {cfg.model.image_size} does not suit the baseline generator: it halves the image "
+            "twice and needs a multiple of 4 (for example 32, 64, 128 or 256)"
+        )
 
 
 def build(cls: type, values: dict[str, Any], prefix: str) -> Any:

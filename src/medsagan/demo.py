@@ -1,5 +1,6 @@
 """`medsagan demo`: train the fast preset, evaluate it and draw heatmaps, with nothing downloaded."""
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -46,19 +47,22 @@ def run_demo(
         if saved.data.path != cfg.data.path:
             raise RunError(f"{run} holds a demo trained on {saved.data.path}; choose another --out for {cfg.data.path}")
         if saved.train.iterations < cfg.train.iterations or not (run / CALIBRATION).is_file():
-            fit(cfg, run, resume=True, progress=progress)  # an interrupted or shorter demo continues
+            # An interrupted or shorter demo continues; a longer one that was interrupted is never shortened.
+            longest = max(saved.train.iterations, cfg.train.iterations)
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, iterations=longest))
+            fit(cfg, run, resume=True, progress=progress)
     else:
         fit(cfg, run, progress=progress)
     metrics = evaluate_run(run, "test", device=device)
 
     # Heatmap panels of the most and the least anomalous test images, on the run's fixed colour scale.
-    detector, cfg, _ = load_detector(run, device)
+    detector, cfg, selection = load_detector(run, device)
     source = open_source(
         cfg.data.path, cfg.data.source, cfg.data.medmnist_task, cfg.data.synthetic_count, cfg.model.image_size
     )
     test = load_split(source, "test", cfg.model, cfg.data.skip_bad, cache_dir(cfg, run))
     result = score_images(detector, test.images, keep_maps=True)
-    calibration = load_calibration(run)
+    calibration = load_calibration(run, selection)
     vmax = calibration["heatmap_scale"]["vmax"]
     order = np.argsort(-result.scores)
     written = []

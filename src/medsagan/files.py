@@ -1,15 +1,22 @@
-"""Atomic writes: a file appears whole or not at all, so an interrupted run never leaves half a checkpoint."""
+"""Files a run writes and reads: atomic writes, a safe loader, a lock with one writer, contained paths."""
 
 import os
+import pickle
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import torch
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from .errors import DataError, RunError
+
+
+def _umask() -> int:
+    # The only portable way to read the umask is to set it; done at write time, not at import.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -22,7 +29,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,6 +45,91 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
-def load_tensors(path: str | Path) -> Any:
-    """torch.load restricted to tensors and plain containers: a checkpoint cannot run code when read."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+def load_tensors(path: str | Path, what: str = "medsagan checkpoint") -> Any:
+    """torch.load restricted to tensors and plain containers: a checkpoint cannot run code when read.
+
+    A file the safe loader refuses, or a torn one, is a RunError that names the file; never PyTorch's
+    advice to turn the safety off.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunError(
+            f"{path}: not a {what}: it holds Python objects other than tensors and plain values (refused "
+            "unread, since loading them could run code), or is no PyTorch file at all"
+        ) from None
+    except Exception as err:  # torch reports a torn or foreign file as many kinds of error
+        problem = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise RunError(f"{path}: not a readable {what}; the file is truncated or corrupt ({problem})") from None
+
+
+def contained(root: Path, name: str, where: str) -> Path:
+    """`root / name`, refused when `name` is absolute or climbs out of `root` (`..`, a drive, a link)."""
+    relative = PurePosixPath(name.replace("\\", "/"))
+    drive = len(name) > 1 and name[1] == ":"  # C:\... on Windows
+    if not name or relative.is_absolute() or ".." in relative.parts or drive:
+        raise DataError(
+            f"{where}: the entry {name!r} points outside {root}; names must be relative paths inside that folder"
+        )
+    path = root / relative
+    resolved, base = path.resolve(), root.resolve()
+    if resolved != base and base not in resolved.parents:
+        raise DataError(f"{where}: the entry {name!r} resolves to {resolved}, outside {root}; refusing to use it")
+    return path
+
+
+class RunLock:
+    """An exclusive OS lock on a run folder, held while one process writes the run.
+
+    The kernel drops it when the process dies (even by kill -9), so a stale lock never blocks a resume.
+    The holder's process id is written into the lock file so a refused writer can name it.
+    """
+
+    NAME = ".medsagan.lock"
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / self.NAME
+        self.handle: IO[str] | None = None
+
+    def acquire(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            _lock(handle)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunError(
+                f"{self.path.parent}: another medsagan process (pid {holder}) is writing this run; wait for it "
+                "to finish or stop it, then resume with --resume, or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing the descriptor releases the lock
+            self.handle = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock(handle: IO[str]) -> None:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

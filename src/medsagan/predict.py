@@ -13,6 +13,8 @@ from .files import atomic_write_text
 from .runs import load_calibration, load_detector
 from .viz.heatmaps import panel, save_panel
 
+PREDICTIONS = "predictions.csv"
+
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     """Files as given; folders searched recursively for images and DICOMs (also DICOMs without a suffix)."""
@@ -47,6 +49,27 @@ def panel_names(files: list[Path]) -> list[str]:
     return names
 
 
+def check_output_folder(out_dir: Path, dataset: str, inputs: list[Path]) -> None:
+    """Refuse an --out whose panels would be mistaken for data: inside the run's dataset or an input folder,
+    or a folder that already holds images and is not an earlier predict output."""
+    out = out_dir.resolve()
+    folders = [Path(dataset).resolve()] if dataset and Path(dataset).is_dir() else []
+    folders += [path.resolve() for path in inputs if path.is_dir()]
+    for folder in folders:
+        if out == folder or folder in out.parents:
+            raise DataError(
+                f"--out {out_dir} is inside {folder}, which holds images the run trained on or is scoring; its "
+                "heatmap panels would be read as data later. Choose an --out outside it"
+            )
+    if out.is_dir() and not (out / PREDICTIONS).is_file():
+        images = [p for p in out.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES]
+        if images:
+            raise DataError(
+                f"--out {out_dir} already holds images ({images[0].name}, ...) and is not an earlier predict "
+                "output; choose an empty or new folder"
+            )
+
+
 def predict(
     run_dir: str | Path,
     inputs: list[str | Path],
@@ -57,10 +80,11 @@ def predict(
     vmax: float | None = None,
 ) -> list[dict]:
     """Score `inputs`; write predictions.csv and panels/<name>.png under `out_dir`. Returns one dict per image."""
-    detector, cfg, _ = load_detector(run_dir, device)
-    calibration = load_calibration(run_dir) or {}
+    out_dir = Path(out_dir)
+    detector, cfg, selection = load_detector(run_dir, device)
+    check_output_folder(out_dir, "" if cfg.data.path == "synthetic" else cfg.data.path, [Path(p) for p in inputs])
+    calibration = load_calibration(run_dir, selection) or {}
     threshold = calibration.get("threshold", {}).get("value")
-    scale = vmax if vmax is not None else calibration.get("heatmap_scale", {}).get("vmax", 0.25)
     files, arrays, skipped = [], [], []
     for path in expand_inputs(inputs):
         try:
@@ -73,10 +97,12 @@ def predict(
     if not files:
         raise DataError("no readable images among the inputs" + (f"; skipped: {skipped[0]}" if skipped else ""))
     result = score_images(detector, torch.from_numpy(np.stack(arrays)), keep_maps=True)
-    out_dir = Path(out_dir)
+    if vmax is None:
+        # Without a calibration (a run still training) the colour scale comes from these images' own maps.
+        vmax = calibration.get("heatmap_scale", {}).get("vmax") or float(np.quantile(result.maps, 0.999))
     names = panel_names(files)
     atomic_write_text(
-        out_dir / "predictions.csv",
+        out_dir / PREDICTIONS,
         scores_csv([p.name for p in files], [str(p) for p in files], None, result.scores, threshold),
     )
     rows = []
@@ -91,7 +117,7 @@ def predict(
             )
             row["panel"] = str(
                 save_panel(
-                    out_dir / "panels" / names[i], panel(image, result.restored[i], result.maps[i], scale, caption)
+                    out_dir / "panels" / names[i], panel(image, result.restored[i], result.maps[i], vmax, caption)
                 )
             )
         rows.append(row)

@@ -26,9 +26,16 @@ CONFIG, DATA, LOG, BEST, CALIBRATION = "config.yaml", "data.json", "log.jsonl", 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RunError(f"device {name!r} is unknown; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(f"device {name!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise RunError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise RunError(f"device {name!r} asked for, but MPS is not available here; use --device cpu")
     return device
 
 
@@ -47,7 +54,10 @@ def load_best(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / BEST
     if not path.is_file():
         raise RunError(f"{path}: missing; the run has not finished a validation yet (resume it with --resume)")
-    return load_tensors(path)
+    best = load_tensors(path)
+    if not isinstance(best, dict) or not isinstance(best.get("generator"), dict):
+        raise RunError(f"{path}: not a medsagan checkpoint (no generator weights in it)")
+    return best
 
 
 def load_detector(run_dir: str | Path, device: str = "auto") -> tuple[AnomalyDetector, Config, dict[str, Any]]:
@@ -56,11 +66,30 @@ def load_detector(run_dir: str | Path, device: str = "auto") -> tuple[AnomalyDet
     cfg = load_run_config(run_dir)
     best = load_best(run_dir)
     generator = build_generator(cfg.model)
-    generator.load_state_dict(best["generator"])
+    try:
+        generator.load_state_dict(best["generator"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise RunError(
+            f"{Path(run_dir) / BEST}: its weights do not fit the generator that {Path(run_dir) / CONFIG} "
+            f"describes ({first})"
+        ) from None
     detector = AnomalyDetector(generator).to(resolve_device(device)).eval()
     return detector, cfg, {k: v for k, v in best.items() if k != "generator"}
 
 
-def load_calibration(run_dir: str | Path) -> dict[str, Any] | None:
+def load_calibration(run_dir: str | Path, selection: dict[str, Any]) -> dict[str, Any] | None:
+    """The threshold and heatmap scale fitted for the weights in best.pt (`selection` is its record).
+
+    None when the run has none yet, or when it belongs to other weights: a resumed run still training
+    has a newer best.pt than any calibration, and the two are never mixed.
+    """
     path = Path(run_dir) / CALIBRATION
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        calibration = json.loads(path.read_text())
+        fitted_for = calibration["selection"]["iteration"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise RunError(f"{path}: corrupt; refit it with `medsagan train --resume {run_dir}`") from None
+    return calibration if fitted_for == selection.get("iteration") else None

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -10,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import latest_state, restore_rng, rng_states, save_state
+from .checkpoint import latest_state, list_states, restore_rng, rng_states, save_state
 from .config import Config, TrainConfig
 from .data.dataset import TrainingData, build_training_data, to_model_range
 from .data.sampler import PairSampler
@@ -19,7 +20,7 @@ from .errors import RunError
 from .evaluate.scoring import score_images
 from .evaluate.selection import DESCRIPTIONS, validation_metric
 from .evaluate.thresholds import normal_quantile, youden
-from .files import atomic_torch_save, atomic_write_text
+from .files import RunLock, atomic_torch_save, atomic_write_text
 from .losses import SAGANLoss
 from .models import AnomalyDetector, build_critic, build_generator
 from .runs import BEST, CALIBRATION, CONFIG, DATA, LOG, cache_dir, resolve_device
@@ -63,24 +64,34 @@ def data_summary(data: TrainingData, source_text: str) -> dict:
             "normal": len(data.val_normal) if data.val_normal else 0,
             "positive": len(data.val_positive) if data.val_positive else 0,
         },
-        "skipped_images": data.normal.skipped + data.unlabeled.skipped,
+        "skipped_images": data.skipped,
     }
 
 
-def prepare_run_dir(run_dir: Path, cfg: Config, resume: bool) -> None:
-    if resume:
-        if not (run_dir / CONFIG).is_file():
+def open_run(run_dir: Path, cfg: Config, resume: bool) -> dict | None:
+    """Check the run folder and write its config; the training state to resume from (None: iteration 0).
+
+    The caller holds the run's lock. A fresh run needs an empty folder; a resumed one may have stopped before
+    its first checkpoint (it then starts at iteration 0) but may not be shortened below what it has done.
+    """
+    if not resume:
+        if any(p.name != RunLock.NAME for p in run_dir.iterdir()):
             raise RunError(
-                f"{run_dir}: nothing to resume (no {CONFIG}); start it with `medsagan train --out {run_dir}`"
+                f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out"
             )
-        for leftover in run_dir.rglob(".*.tmp"):
-            leftover.unlink()  # the unfinished write of a killed run; the file it was replacing is intact
-        cfg.save(run_dir / CONFIG)  # resuming may extend train.iterations
-        return
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.save(run_dir / CONFIG)
+        cfg.save(run_dir / CONFIG)
+        return None
+    state = latest_state(run_dir)
+    done = int(state["iteration"]) if state else 0
+    if done > cfg.train.iterations:
+        raise RunError(
+            f"{run_dir}: the run has already done {done} iterations; resume it with --iterations {done} or more"
+        )
+    for leftover in run_dir.rglob(".*.tmp"):
+        leftover.unlink()  # the unfinished write of a killed run; the file it was replacing is intact
+    (run_dir / CALIBRATION).unlink(missing_ok=True)  # refitted at the end; never paired with newer weights
+    cfg.save(run_dir / CONFIG)  # resuming may extend train.iterations
+    return state
 
 
 def calibrate(detector: AnomalyDetector, data: TrainingData, cfg: TrainConfig, record: dict) -> dict:
@@ -104,11 +115,39 @@ def calibrate(detector: AnomalyDetector, data: TrainingData, cfg: TrainConfig, r
 
 
 def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
-    """Train SAGAN as `cfg` says and write the run to `run_dir`; `resume=True` continues a stopped run."""
+    """Train SAGAN as `cfg` says and write the run to `run_dir`; `resume=True` continues a stopped run.
+
+    One process at a time writes a run: the folder is locked for the whole of training and calibration.
+    """
     run_dir = Path(run_dir)
     cfg = cfg.with_absolute_paths()
+    if resume and not (run_dir / CONFIG).is_file():
+        raise RunError(f"{run_dir}: nothing to resume (no {CONFIG}); start it with `medsagan train --out {run_dir}`")
+    resolve_device(cfg.train.device)  # a device this machine lacks is refused before any folder is made
+    created = not run_dir.exists()
+    with RunLock(run_dir):
+        state = open_run(run_dir, cfg, resume)
+        try:
+            _train(cfg, run_dir, state, progress)
+        except Exception:
+            if not resume and not list_states(run_dir):
+                _remove_failed_start(run_dir, created)
+            raise
+    return run_dir
+
+
+def _remove_failed_start(run_dir: Path, created: bool) -> None:
+    """A fresh run that failed before its first checkpoint leaves nothing behind, so it can simply be rerun."""
+    if created:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for entry in run_dir.iterdir():  # the folder was empty when the run started
+        if entry.name != RunLock.NAME:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def _train(cfg: Config, run_dir: Path, state: dict | None, progress: bool) -> None:
     t = cfg.train
-    prepare_run_dir(run_dir, cfg, resume)
     device = resolve_device(t.device)
     torch.manual_seed(t.seed)
 
@@ -134,8 +173,7 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
 
     # Resume: weights, optimisers, schedules, the sampler's place and every random stream.
     start, best, best_weights = 0, {"iteration": 0, "metric": None, "value": None}, {}
-    if resume:
-        state = latest_state(run_dir)
+    if state is not None:
         generator.load_state_dict(state["generator"])
         critic.load_state_dict(state["critic"])
         for module, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sampler, "sampler")):
@@ -148,6 +186,9 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
             (run_dir / BEST).unlink(missing_ok=True)
         _truncate_log(run_dir / LOG, start)
         log.info("resuming %s at iteration %d", run_dir, start)
+    else:
+        _truncate_log(run_dir / LOG, 0)  # a run stopped before its first checkpoint starts again from 0
+        (run_dir / BEST).unlink(missing_ok=True)
 
     # Train: the critic every iteration, the generator every n_critic iterations.
     generator.train()
@@ -213,7 +254,6 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
     chosen.generator.load_state_dict(best_weights)
     record = {**best, "selection": DESCRIPTIONS[data.validation]}
     atomic_write_text(run_dir / CALIBRATION, json.dumps(calibrate(chosen, data, t, record), indent=1))
-    return run_dir
 
 
 def critic_step(objective: SAGANLoss, optimizer: torch.optim.Optimizer, batch, autocast) -> dict[str, torch.Tensor]:
@@ -270,8 +310,19 @@ def save_best(run_dir: Path, weights: dict, best: dict, validation: str) -> None
 
 
 def _truncate_log(path: Path, iteration: int) -> None:
-    """Drop log records written after the checkpoint we resume from, so no iteration is logged twice."""
+    """Drop log records written after the checkpoint we resume from, so no iteration is logged twice.
+
+    A torn line (the process was killed mid-write) is dropped too.
+    """
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["iteration"] <= iteration]
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("warning: %s: dropped an incomplete log line left by an interrupted run", path)
+            continue
+        if isinstance(record, dict) and record.get("iteration", iteration + 1) <= iteration:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))

@@ -12,9 +12,12 @@ from .dataset import holdout_count, unlabeled_counts
 from .readers import is_dicom
 from .sources import MEDAD_KEYS, POOLS, SHOWN, ArraySource, Source
 
+CHECK_SIZE = 64  # decoding at any size validates a file the same way; 64 px keeps the check quick
+INTENSITY_SAMPLE = 200  # images, evenly spaced, whose pixels give the intensity statistics
+
 
 def _header(source: Source, item: str) -> tuple[str, str]:
-    """('WxH', mode) of one image without decoding its pixels."""
+    """('WxH', mode) of one image that has already decoded cleanly."""
     if isinstance(source, ArraySource):
         array = source._array(item)
         return f"{array.shape[1]}x{array.shape[0]}", "RGB" if array.ndim == 3 else "L"
@@ -24,18 +27,27 @@ def _header(source: Source, item: str) -> tuple[str, str]:
 
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         return f"{ds.Columns}x{ds.Rows}", f"DICOM {ds.get('PhotometricInterpretation', '?')} {ds.BitsStored}-bit"
+    with Image.open(path) as image:
+        return f"{image.width}x{image.height}", image.mode
+
+
+def _examine(source: Source, item: str, skip_bad: bool, keep: bool) -> tuple[str, str, np.ndarray | None] | str:
+    """Decode an image exactly as training does (`Source.decode`), then read its header: (size, mode, pixels
+    if `keep`), or the error text when `skip_bad` (else the DataError is raised)."""
     try:
-        with Image.open(path) as image:
-            return f"{image.width}x{image.height}", image.mode
-    except OSError as err:
-        raise DataError(f"{path}: unreadable or corrupt image ({err}); fix or remove it, or pass --skip-bad") from None
+        pixels = source.decode(item, CHECK_SIZE, 3)
+    except DataError as err:
+        if not skip_bad:
+            raise
+        return str(err)
+    return (*_header(source, item), pixels if keep else None)
 
 
 def inspect(source: Source, cfg: DataConfig) -> dict:
     """Counts per pool, the protocol's unlabelled set, validation plan, image sizes and modes, leakage."""
     counts = {key: len(source.pools.get(key, [])) for key in POOLS if key in source.pools or key in MEDAD_KEYS}
     try:
-        normal, abnormal, unknown = unlabeled_counts(source.pools, cfg)
+        normal, abnormal, unknown = unlabeled_counts(source.pools, cfg, str(source.root))
         unlabeled = {"normal": normal, "abnormal": abnormal, "unknown": unknown}
     except DataError as err:
         unlabeled = {"error": str(err)}
@@ -47,10 +59,13 @@ def inspect(source: Source, cfg: DataConfig) -> dict:
 
     items = [item for key in POOLS for item in source.pools.get(key, [])]
     with ThreadPoolExecutor(8) as pool:
-        headers = list(pool.map(lambda item: _safe(source, item, cfg.skip_bad), items))
-    bad = [h for h in headers if isinstance(h, str)]
-    good = [h for h in headers if isinstance(h, tuple)]
-    sizes, modes = Counter(size for size, _ in good), Counter(mode for _, mode in good)
+        sampled = set(np.linspace(0, len(items) - 1, min(INTENSITY_SAMPLE, len(items))).astype(int).tolist())
+        examined = list(
+            pool.map(lambda job: _examine(source, job[1], cfg.skip_bad, job[0] in sampled), enumerate(items))
+        )
+    bad = [h for h in examined if isinstance(h, str)]
+    good = [h for h in examined if isinstance(h, tuple)]
+    sizes, modes = Counter(size for size, _, _ in good), Counter(mode for _, mode, _ in good)
 
     test = {d for key in ("test/0", "test/1") for d in map(source.digest, source.pools.get(key, []))}
     train = [
@@ -77,20 +92,16 @@ def inspect(source: Source, cfg: DataConfig) -> dict:
         "validation": validation,
         "image_sizes": dict(sizes.most_common()),
         "image_modes": dict(modes.most_common()),
-        "intensity": intensity(source, items, any(mode.startswith("RGB") for mode in modes)),
+        "intensity": intensity(
+            [pixels for _, _, pixels in good if pixels is not None], any(mode.startswith("RGB") for mode in modes)
+        ),
         "unreadable": bad,
     }
 
 
-def intensity(source: Source, items: list[str], colour: bool, sample: int = 200) -> dict:
-    """Mean and standard deviation of each channel's [0, 1] intensities over an even sample of images."""
-    picks = [items[i] for i in np.linspace(0, len(items) - 1, min(sample, len(items))).astype(int)]
-    values = []
-    for item in picks:
-        try:
-            values.append(source.decode(item, 64, 3).reshape(3, -1) / 255.0)
-        except DataError:
-            continue  # listed in `bad` when --skip-bad, raised earlier otherwise
+def intensity(decoded: list[np.ndarray], colour: bool) -> dict:
+    """Mean and standard deviation of each channel's [0, 1] intensities over the sampled images."""
+    values = [pixels.reshape(3, -1) / 255.0 for pixels in decoded]
     pixels = np.concatenate(values, axis=1) if values else np.zeros((3, 0))
     channels = ("red", "green", "blue") if colour else ("grey",)
     stats = {"sampled_images": len(values)}
@@ -101,15 +112,6 @@ def intensity(source: Source, items: list[str], colour: bool, sample: int = 200)
             "std": round(float(row.std()), 4) if row.size else None,
         }
     return stats
-
-
-def _safe(source: Source, item: str, skip_bad: bool):
-    try:
-        return _header(source, item)
-    except DataError as err:
-        if not skip_bad:
-            raise
-        return str(err)
 
 
 def format_report(report: dict) -> str:

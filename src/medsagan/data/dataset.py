@@ -114,11 +114,20 @@ def load_images(
     return ImageSet(images, list(kept), labels, paths, list(digests), list(skipped))
 
 
-def unlabeled_counts(pools: dict[str, list[str]], cfg: DataConfig) -> tuple[int, int, int]:
+def unlabeled_counts(pools: dict[str, list[str]], cfg: DataConfig, where: str = "") -> tuple[int, int, int]:
     """(normal, abnormal, unknown) sizes of the protocol's unlabelled set, or a DataError if impossible.
 
     Official rule: as many unlabelled images as labelled normals, int(size * anomaly_ratio) of them abnormal.
+    `where` names the dataset in errors.
     """
+    if cfg.unlabeled_size == 0:
+        return 0, 0, 0
+    pooled = [pools.get(key, []) for key in ("train/unlabeled", "train/unlabeled/0", "train/unlabeled/1")]
+    if not any(pooled):
+        raise DataError(
+            f"{where or 'the dataset'}: no unlabelled images (unlabeled/ is missing or empty); add them, or set "
+            "data.unlabeled_size=0 to train on labelled normals and pseudo-anomalies only (the paper's 0_u, Table 4)"
+        )
     if "train/unlabeled" in pools:
         available = len(pools["train/unlabeled"])
         size = available if cfg.unlabeled_size < 0 else cfg.unlabeled_size
@@ -171,6 +180,7 @@ class TrainingData:
     val_normal: ImageSet | None
     val_positive: ImageSet | None
     validation: str
+    skipped: list[str]  # every unreadable image left out with --skip-bad, of any pool
 
 
 def build_training_data(
@@ -181,22 +191,25 @@ def build_training_data(
         source, ids, label, model.image_size, model.channels, data.skip_bad, cache_dir
     )
     normal_ids = pools["train/0"]
-    n_normal, n_abnormal, n_unknown = unlabeled_counts(pools, data)
+    n_normal, n_abnormal, n_unknown = unlabeled_counts(pools, data, str(source.root))
     if n_unknown:
         unlabeled = load(_draw(pools["train/unlabeled"], n_unknown, data.unlabeled_draw, seed), -1)
     else:
         parts = [
-            load(_draw(pools["train/unlabeled/1"], n_abnormal, data.unlabeled_draw, seed), 1),
-            load(_draw(pools["train/unlabeled/0"], n_normal, data.unlabeled_draw, seed + 1), 0),
+            load(_draw(pools.get("train/unlabeled/1", []), n_abnormal, data.unlabeled_draw, seed), 1),
+            load(_draw(pools.get("train/unlabeled/0", []), n_normal, data.unlabeled_draw, seed + 1), 0),
         ]
         unlabeled = ImageSet.concat(*parts)
 
     cap = lambda s: s.subset(_cap_index(len(s), val_max)) if s is not None and len(s) > val_max else s  # noqa: E731
+    skipped = list(unlabeled.skipped)
     if pools.get("val/0") and pools.get("val/1"):
-        normal = load(normal_ids, 0)
-        val_normal, val_positive, validation = cap(load(pools["val/0"], 0)), cap(load(pools["val/1"], 1)), "labelled"
+        normal, val_0, val_1 = load(normal_ids, 0), load(pools["val/0"], 0), load(pools["val/1"], 1)
+        skipped += normal.skipped + val_0.skipped + val_1.skipped
+        val_normal, val_positive, validation = cap(val_0), cap(val_1), "labelled"
     else:
         everything = load(normal_ids, 0)
+        skipped += everything.skipped
         held = holdout_count(len(everything), data.val_fraction)
         order = torch.randperm(len(everything), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
         normal = everything.subset(order[held:].sort().values)
@@ -212,7 +225,7 @@ def build_training_data(
         raise DataError(
             f"{source.describe()}: {len(normal)} labelled normal images left for training; at least 2 are needed"
         )
-    return TrainingData(normal, unlabeled, val_normal, val_positive, validation)
+    return TrainingData(normal, unlabeled, val_normal, val_positive, validation, skipped)
 
 
 def _cap_index(n: int, cap: int) -> Tensor:

@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
-from ..files import atomic_write, atomic_write_text
+from ..files import atomic_write, atomic_write_text, contained
 from .readers import read_benchmark_dicom
-from .sources import MEDAD_KEYS, missing_error
+from .sources import missing_error, read_split
 
 # Benchmark split sizes (Med-AD data.json files): labelled normals, normal test, abnormal test; the rest
 # of each class goes to the unlabelled pools. Totals are the whole class as the benchmark uses it.
@@ -139,15 +139,17 @@ def prepare(
     labels, files = READERS[dataset](raw)
     suffix = ".jpg" if dataset == "lag" else ".png"
     if split:
-        given = json.loads(Path(split).read_text())
-        pools = {key: _walk(given, key, Path(split)) for key in MEDAD_KEYS}
+        pools = read_split(Path(split))
         wanted = [Path(name).stem for names in pools.values() for name in names]
         missing = [raw / name for name in wanted if name not in files]
         if missing:
             raise missing_error(raw, missing, len(wanted))
     else:
         pools = {key: [stem + suffix for stem in stems] for key, stems in seeded_split(dataset, labels, seed).items()}
-    jobs = [(files[Path(name).stem], out / "images" / name) for names in pools.values() for name in names]
+    where = str(split or "the split")
+    jobs = [
+        (files[Path(name).stem], contained(out / "images", name, where)) for names in pools.values() for name in names
+    ]
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(lambda job: _convert(*job, size), jobs))
     index = {
@@ -159,12 +161,3 @@ def prepare(
     }
     atomic_write_text(out / "data.json", json.dumps(index, indent=1))
     return {key: len(names) for key, names in pools.items()}
-
-
-def _walk(split: dict, key: str, path: Path) -> list[str]:
-    node = split
-    for part in key.split("/"):
-        if not isinstance(node, dict) or part not in node:
-            raise DataError(f"{path}: missing key {key.replace('/', '.')}")
-        node = node[part]
-    return list(node)

@@ -15,6 +15,19 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
 DECODER_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)"
+# Largest image read, in pixels (8192 x 8192): far above any radiograph or fundus photo, and small enough
+# that a crafted file (a "decompression bomb": a few KB that decode to gigabytes) is refused unread.
+MAX_PIXELS = 8192 * 8192
+BAD_HINT = "fix or remove it, or pass --skip-bad"
+
+
+def _check_pixels(path: Path, width: int, height: int, frames: int = 1) -> None:
+    if width * height * frames > MAX_PIXELS:
+        raise DataError(
+            f"{path}: {width} x {height}{f' x {frames} frames' if frames > 1 else ''} pixels, over the limit of "
+            f"{MAX_PIXELS:,} (medsagan.data.readers.MAX_PIXELS) that guards against decompression bombs; "
+            f"downscale the image first, or {BAD_HINT}"
+        )
 
 
 def is_image_file(path: Path) -> bool:
@@ -26,8 +39,11 @@ def is_dicom(path: Path) -> bool:
         return True
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return False
-    with open(path, "rb") as handle:
-        return handle.read(132)[128:132] == b"DICM"
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
 
 
 def _dicom_output_range(ds, pixels: np.ndarray) -> tuple[float, float]:
@@ -55,7 +71,13 @@ def _dicom_pixels(path: Path):
     try:
         ds = pydicom.dcmread(path)
     except Exception as err:
-        raise DataError(f"{path}: not a readable DICOM file ({err})") from None
+        raise DataError(f"{path}: not a readable DICOM file ({err}); {BAD_HINT}") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DataError(f"{path}: a DICOM file without pixel data (not an image); {BAD_HINT}")
+    try:
+        _check_pixels(path, int(ds.Columns), int(ds.Rows), int(ds.get("NumberOfFrames", 1) or 1))
+    except (AttributeError, TypeError, ValueError):
+        raise DataError(f"{path}: DICOM image without valid Rows and Columns; {BAD_HINT}") from None
     try:
         pixels = ds.pixel_array
     except Exception as err:
@@ -64,7 +86,7 @@ def _dicom_pixels(path: Path):
             raise DataError(
                 f"{path}: compressed DICOM ({syntax.name}) that no installed decoder can read; {DECODER_HINT}"
             ) from None
-        raise DataError(f"{path}: DICOM pixel data cannot be decoded ({err})") from None
+        raise DataError(f"{path}: DICOM pixel data cannot be decoded ({err}); {BAD_HINT}") from None
     if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
         pixels = pixels[0]  # a multi-frame image: its first frame
     return ds, pixels
@@ -108,11 +130,17 @@ def read_benchmark_dicom(path: str | Path) -> np.ndarray:
 
 
 def _open(path: Path) -> Image.Image:
+    """Open and fully decode an image file; any failure is a DataError that names the file."""
     try:
         image = Image.open(path)
+        _check_pixels(path, *image.size)
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: unreadable or corrupt image ({err}); fix or remove it, or pass --skip-bad") from None
+    except Image.DecompressionBombError:
+        raise DataError(
+            f"{path}: refused as a decompression bomb (far more pixels than its file size suggests); {BAD_HINT}"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: unreadable or corrupt image ({err}); {BAD_HINT}") from None
     return image
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..files import contained
 from .readers import SUFFIXES, is_dicom, load_resized, resize_uint8
 
 POOLS = (
@@ -40,7 +41,8 @@ FOLDERS = {
     "test/normal": "test/0",
     "test/abnormal": "test/1",
 }
-# MedMNIST label -> 0 normal / 1 abnormal (documented in the README).
+# MedMNIST label -> 0 normal / 1 abnormal (documented in the README), and the labels each file may hold.
+MEDMNIST_LABELS = {"pneumoniamnist": range(2), "retinamnist": range(5), "breastmnist": range(2)}
 MEDMNIST_TASKS = {
     "pneumoniamnist": lambda label: int(label == 1),  # 0 normal, 1 pneumonia
     "retinamnist": lambda label: int(label != 0),  # DR grade 0 normal, grades 1-4 abnormal
@@ -86,11 +88,14 @@ class Source:
 
 
 def read_split(index: Path) -> dict[str, list[str]]:
-    """The five lists of a Med-AD data.json, checked: keys there, lists of names, disjoint, required ones non-empty."""
+    """The five lists of a Med-AD data.json, checked: keys there, lists of names, disjoint, required ones
+    non-empty, every name a relative path that stays inside the images folder."""
     try:
         split = json.loads(index.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{index}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise DataError(f"{index}: cannot be read ({err.strerror or err})") from None
     pools = {}
     for key in MEDAD_KEYS:
         node = split
@@ -116,6 +121,7 @@ def read_split(index: Path) -> dict[str, list[str]]:
                     "(leakage); each image must be in one list"
                 )
             seen[name] = key
+            contained(index.parent / "images", name, f"{index} ({key.replace('/', '.')})")
     return pools
 
 
@@ -128,7 +134,7 @@ class MedADSource(Source):
         super().__init__(root)
         self.pools = read_split(root / "data.json")
         images = root / "images"
-        listed = [images / name for names in self.pools.values() for name in names]
+        listed = [contained(images, name, str(root / "data.json")) for names in self.pools.values() for name in names]
         if not images.is_dir():
             raise DataError(
                 f"{root}: no images/ folder, so all {len(listed)} images listed in data.json are missing. "
@@ -237,8 +243,11 @@ class MedMNISTSource(ArraySource):
         try:
             with np.load(path) as npz:
                 arrays = {key: npz[key] for key in npz.files}
-        except (OSError, ValueError) as err:
-            raise DataError(f"{path}: not a readable .npz file ({err})") from None
+        except Exception as err:  # numpy and zipfile raise many kinds for a torn or foreign file
+            raise DataError(
+                f"{path}: not a readable .npz file, truncated or corrupt ({type(err).__name__}: {err}); "
+                "download it again"
+            ) from None
         super().__init__(path, {})
         task = task or next((name for name in MEDMNIST_TASKS if name in path.name.lower()), "")
         if task not in MEDMNIST_TASKS:
@@ -251,8 +260,10 @@ class MedMNISTSource(ArraySource):
         for split in ("train", "val", "test"):
             if f"{split}_images" not in arrays or f"{split}_labels" not in arrays:
                 raise DataError(f"{path}: missing key {split}_images or {split}_labels; MedMNIST files have both")
-            self.arrays[split] = arrays[f"{split}_images"]
-            binary = np.array([to_binary(int(v)) for v in np.asarray(arrays[f"{split}_labels"]).reshape(-1)])
+            images, labels = arrays[f"{split}_images"], np.asarray(arrays[f"{split}_labels"]).reshape(-1)
+            self._check_arrays(path, split, task, images, labels)
+            self.arrays[split] = images
+            binary = np.array([to_binary(int(v)) for v in labels])
             normal = [f"{split}:{i}" for i in np.flatnonzero(binary == 0)]
             abnormal = [f"{split}:{i}" for i in np.flatnonzero(binary == 1)]
             if split == "train":
@@ -264,6 +275,28 @@ class MedMNISTSource(ArraySource):
                 self.pools.update({f"{split}/0": normal, f"{split}/1": abnormal})
         if not self.pools["train/0"]:
             raise DataError(f"{path}: no normal training images")
+
+    @staticmethod
+    def _check_arrays(path: Path, split: str, task: str, images: np.ndarray, labels: np.ndarray) -> None:
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+            raise DataError(
+                f"{path}: {split}_images must be uint8 [N, H, W] or [N, H, W, 3], got {images.dtype} "
+                f"{list(images.shape)}"
+            )
+        if len(images) != len(labels):
+            raise DataError(
+                f"{path}: {split}_images holds {len(images)} images but {split}_labels {len(labels)} labels; "
+                "they must match one to one"
+            )
+        allowed = MEDMNIST_LABELS[task]
+        if not np.issubdtype(labels.dtype, np.integer) and not np.all(np.mod(labels, 1) == 0):
+            raise DataError(f"{path}: {split}_labels must be whole numbers, got {labels.dtype}")
+        outside = sorted({int(v) for v in labels if int(v) not in allowed})
+        if outside:
+            raise DataError(
+                f"{path}: {split}_labels holds {outside[:5]}, outside {task}'s labels "
+                f"{allowed.start}..{allowed.stop - 1}; is data.medmnist_task right?"
+            )
 
     def describe(self) -> str:
         return f"medmnist ({self.task}) {self.root}"

@@ -33,7 +33,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", official: bool = Fals
     scores = score_images(detector, images.images, official=official).scores
     labels = images.labels.numpy()
     metrics = {"split": split, **summary(labels, scores)}
-    calibration = load_calibration(run_dir)
+    calibration = load_calibration(run_dir, selection)
     threshold = calibration["threshold"] if calibration else None
     if threshold:
         metrics["at_threshold"] = {"threshold": threshold, **at_threshold(labels, scores, threshold["value"])}
@@ -54,6 +54,11 @@ def evaluate_run(run_dir: str | Path, split: str = "test", official: bool = Fals
     return metrics
 
 
+def spreadsheet_safe(text: str) -> str:
+    """A cell a spreadsheet shows as text: a leading =, +, -, @, tab or CR would start a formula (OWASP)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def scores_csv(
     ids: list[str], paths: list[str], labels: np.ndarray | None, scores: np.ndarray, threshold: float | None
 ) -> str:
@@ -63,7 +68,11 @@ def scores_csv(
     header = ["id", "path"] + (["label"] if labels is not None else []) + ["score"]
     writer.writerow(header + (["prediction"] if threshold is not None else []))
     for i, (item, path, score) in enumerate(zip(ids, paths, scores, strict=True)):
-        row = [item, path] + ([int(labels[i])] if labels is not None else []) + [f"{score:.8g}"]
+        row = (
+            [spreadsheet_safe(item), spreadsheet_safe(path)]
+            + ([int(labels[i])] if labels is not None else [])
+            + [f"{score:.8g}"]
+        )
         if threshold is not None:
             row.append("abnormal" if score >= threshold else "normal")
         writer.writerow(row)
