@@ -2,9 +2,10 @@
 
     python benchmarks/speed.py [--presets fast paper] [--device cpu] [--batch 32] [--steps 6]
 
-Training speed counts whole iterations of the paper's schedule (a critic step every iteration with the
-gradient penalty, a generator step every second one with its three restorations batched), on random
-images; scoring counts images per second through the eval-mode detector. Prints one JSON object per
+Training speed counts whole iterations of the training loop's own Trainer.iteration with the preset's
+settings (a critic step every iteration with the gradient penalty, a generator step every n_critic-th with
+its three restorations batched), on random images; scoring counts images per second through the
+eval-mode detector. Prints one JSON object per
 preset and device.
 """
 
@@ -17,8 +18,8 @@ import torch
 
 from medsagan.config import load_config
 from medsagan.evaluate.scoring import score_images
-from medsagan.losses import SAGANLoss
-from medsagan.models import AnomalyDetector, build_critic, build_generator, count_parameters
+from medsagan.models import AnomalyDetector, build_generator, count_parameters
+from medsagan.train import Trainer
 
 
 def sync(device: torch.device) -> None:
@@ -27,35 +28,18 @@ def sync(device: torch.device) -> None:
 
 
 def training_speed(preset: str, device: torch.device, batch: int, steps: int) -> float:
-    cfg = load_config(preset=preset)
-    generator, critic = build_generator(cfg.model).to(device), build_critic(cfg.model).to(device)
-    opt_g = torch.optim.Adam(generator.parameters(), 5e-5, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(critic.parameters(), 5e-5, betas=(0.5, 0.999))
-    loss = SAGANLoss(generator, critic, cfg.loss, torch.Generator(device).manual_seed(0))
-    size = cfg.model.image_size
-    normal = torch.rand(batch, 1, size, size, device=device) * 2 - 1
-    unlabeled = torch.rand(batch, 1, size, size, device=device) * 2 - 1
-
-    def iteration(step: int) -> None:
-        batch_ = loss.make_batch(normal, unlabeled)
-        d_loss, _ = loss.critic_loss(batch_)
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        if step % 2 == 0:
-            critic.requires_grad_(False)
-            g_loss, _ = loss.generator_loss(batch_)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            critic.requires_grad_(True)
-
+    """Iterations per second of the training loop's own Trainer.iteration, with the preset's settings."""
+    cfg = load_config(preset=preset, overrides={"train": {"batch_size": batch}})
+    size, channels = cfg.model.image_size, cfg.model.channels
+    pool = max(batch, 64)
+    images = lambda: torch.randint(0, 256, (pool, channels, size, size), dtype=torch.uint8)  # noqa: E731
+    trainer = Trainer(cfg, device, images(), images())
     for step in range(1, 3):
-        iteration(step)  # warm-up
+        trainer.iteration(step)  # warm-up
     sync(device)
     start = time.perf_counter()
     for step in range(1, steps + 1):
-        iteration(step)
+        trainer.iteration(step)
     sync(device)
     return steps / (time.perf_counter() - start)
 

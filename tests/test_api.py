@@ -1,8 +1,10 @@
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from conftest import tiny_config
 from helpers import write_dicom, write_png
@@ -20,7 +22,10 @@ def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(snippet, "README.md", "exec"), namespace)
     assert namespace["result"].scores.shape == (2,)
-    assert 0 <= namespace["metrics"]["auc"] <= 1
+    metrics = namespace["metrics"]
+    written = json.loads((metrics.output / "metrics.json").read_text())
+    assert written["auc"] == metrics.auc and written["n_normal"] == metrics.n_normal == 20
+    assert metrics.auc == roc_auc_score(metrics.labels, metrics.scores)
 
 
 def test_model_scores_paths_arrays_and_tensors_alike(tmp_path):

@@ -2,16 +2,16 @@ import pytest
 import torch
 
 from helpers import make_folder_dataset
-from medsagan.config import DataConfig, ModelConfig
+from medsagan.config import load_config
 from medsagan.data.dataset import build_training_data, load_images, load_split
 from medsagan.data.sampler import PairSampler
-from medsagan.data.sources import open_source
+from medsagan.data.sources import open_dataset
 from medsagan.errors import ConfigError, DataError
 
 
 def test_protocol_training_data_on_real_pneumonia(shared_data, tmp_path):
-    source = open_source(str(shared_data / "medad-pneumonia64"))
-    data = build_training_data(source, DataConfig(), ModelConfig(), 0, 1000, tmp_path)
+    source = open_dataset(str(shared_data / "medad-pneumonia64"))
+    data = build_training_data(source, load_config(), tmp_path)
     assert len(data.normal) == 630 and len(data.val_normal) == 70  # 10 % of the labelled normals held out
     assert int((data.unlabeled.labels == 1).sum()) == 420 and int((data.unlabeled.labels == 0).sum()) == 280
     # Prefixes in file order, as the official loader.
@@ -23,26 +23,32 @@ def test_protocol_training_data_on_real_pneumonia(shared_data, tmp_path):
 
 
 def test_random_draw_is_seeded_and_differs_from_prefix(shared_data, tmp_path):
-    source = open_source(str(shared_data / "medad-pneumonia64"))
-    cfg = DataConfig(unlabeled_draw="random", anomaly_ratio=0.4, unlabeled_size=100)
-    a = build_training_data(source, cfg, ModelConfig(image_size=32), 3, 50, tmp_path)
-    b = build_training_data(source, cfg, ModelConfig(image_size=32), 3, 50, tmp_path)
-    c = build_training_data(source, cfg, ModelConfig(image_size=32), 4, 50, tmp_path)
+    source = open_dataset(str(shared_data / "medad-pneumonia64"))
+    cfg = load_config(
+        overrides={
+            "data": {"unlabeled_draw": "random", "anomaly_ratio": 0.4, "unlabeled_size": 100},
+            "model": {"image_size": 32},
+            "evaluation": {"val_max_images": 50},
+        }
+    )
+    a = build_training_data(source, cfg.replace(train={"seed": 3}), tmp_path)
+    b = build_training_data(source, cfg.replace(train={"seed": 3}), tmp_path)
+    c = build_training_data(source, cfg.replace(train={"seed": 4}), tmp_path)
     assert a.unlabeled.ids == b.unlabeled.ids != c.unlabeled.ids
     assert a.unlabeled.ids[:40] != source.pools["train/unlabeled/1"][:40]
     assert int((a.unlabeled.labels == 1).sum()) == 40 and len(a.val_positive) == 50  # capped for selection
 
 
 def test_labelled_val_split_is_used_when_present(tmp_path):
-    source = open_source(str(make_folder_dataset(tmp_path / "d", n=8, val=True)))
-    data = build_training_data(source, DataConfig(), ModelConfig(image_size=32), 0, 100, None)
+    source = open_dataset(str(make_folder_dataset(tmp_path / "d", n=8, val=True)))
+    data = build_training_data(source, load_config(overrides={"model": {"image_size": 32}}), None)
     assert data.validation == "labelled" and len(data.normal) == 8
     assert len(data.val_normal) == 4 and len(data.val_positive) == 4
     assert (data.unlabeled.labels == -1).all()
 
 
 def test_cache_serves_the_second_load_without_decoding(tmp_path):
-    source = open_source(str(make_folder_dataset(tmp_path / "d", n=6)))
+    source = open_dataset(str(make_folder_dataset(tmp_path / "d", n=6)))
     first = load_images(source, source.pools["train/0"], 0, 32, 1, cache_dir=tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
 
@@ -61,7 +67,7 @@ def test_cache_serves_the_second_load_without_decoding(tmp_path):
 def test_skip_bad_skips_and_reports(tmp_path):
     root = make_folder_dataset(tmp_path / "d", n=6)
     (root / "normal" / "zz.png").write_bytes(b"broken")
-    source = open_source(str(root))
+    source = open_dataset(str(root))
     with pytest.raises(DataError, match=r"zz\.png: unreadable or corrupt"):
         load_images(source, source.pools["train/0"], 0, 32, 1)
     kept = load_images(source, source.pools["train/0"], 0, 32, 1, skip_bad=True)
@@ -69,10 +75,10 @@ def test_skip_bad_skips_and_reports(tmp_path):
 
 
 def test_empty_test_class_is_an_error_naming_the_split(tmp_path):
-    source = open_source(str(make_folder_dataset(tmp_path / "d", n=6)))
+    source = open_dataset(str(make_folder_dataset(tmp_path / "d", n=6)))
     source.pools["test/1"] = []
     with pytest.raises(DataError, match=r"the test split has no abnormal images"):
-        load_split(source, "test", ModelConfig(image_size=32), False, None)
+        load_split(source, "test", load_config(overrides={"model": {"image_size": 32}}), None)
 
 
 def test_sampler_repairs_each_epoch_or_keeps_official_pairs():
@@ -81,7 +87,7 @@ def test_sampler_repairs_each_epoch_or_keeps_official_pairs():
         epochs = []
         for _ in range(3):
             pairs = [sampler.next() for _ in range(2)]
-            epochs.append({(int(n), int(u)) for a, b in pairs for n, u in zip(a, b, strict=True)})
+            epochs.append({(int(n), int(u)) for a, b, _ in pairs for n, u in zip(a, b, strict=True)})
         return epochs
 
     fixed, fresh = epoch_pairs(True), epoch_pairs(False)
@@ -100,9 +106,30 @@ def test_sampler_state_round_trip_continues_identically():
     b.load_state_dict(state)
     b.rng.set_state(rng_state)
     got = [b.next() for _ in range(5)]
-    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(expected, got, strict=True))
+    assert all(all(map(torch.equal, x, y)) for x, y in zip(expected, got, strict=True))
 
 
 def test_batch_larger_than_the_normals_is_refused():
     with pytest.raises(ConfigError, match="exceeds the 5 labelled normal"):
         PairSampler(5, 5, 8, False, torch.Generator())
+
+
+def test_fixed_pairing_uses_every_unlabelled_image_and_keeps_the_ratio():
+    # RSNA after the 10 % hold-out: 3465 training normals, 3851 unlabelled images (2310 abnormal, 1541 normal).
+    n_normal, n_abnormal, n_unlabeled = 3465, 2310, 3851
+    sampler = PairSampler(n_normal, n_unlabeled, 32, True, torch.Generator().manual_seed(0))
+    drawn = torch.cat([sampler.next()[1] for _ in range(2000)])
+    assert set(drawn.tolist()) == set(range(n_unlabeled))  # the last 386 (all normal) are drawn too
+    ratio = (drawn < n_abnormal).float().mean().item()  # abnormals come first in the unlabelled set
+    assert ratio == pytest.approx(n_abnormal / n_unlabeled, abs=0.005)
+    first = PairSampler(8, 8, 4, True, torch.Generator().manual_seed(0))
+    normal, unlabeled, _ = first.next()
+    assert torch.equal(normal, unlabeled)  # with as many of each, the official pairs: unlabelled i with normal i
+
+
+def test_pseudo_anomaly_sources_are_other_normals_from_the_whole_set():
+    sampler = PairSampler(50, 10, 4, False, torch.Generator().manual_seed(0))
+    batches = [sampler.next() for _ in range(300)]
+    normal = torch.cat([b[0] for b in batches])
+    source = torch.cat([b[2] for b in batches])
+    assert (normal != source).all() and set(source.tolist()) == set(range(50))

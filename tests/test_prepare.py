@@ -6,7 +6,7 @@ from PIL import Image
 
 from helpers import write_dicom
 from medsagan.data.prepare import prepare, seeded_split
-from medsagan.data.sources import open_source
+from medsagan.data.sources import open_dataset
 from medsagan.errors import DataError
 
 
@@ -29,7 +29,7 @@ def test_rsna_seeded_split_follows_the_benchmark_rule(tmp_path):
     # 12 normals and 9 opacities scale the benchmark (3851 / 1000 / 1000 of 8851 and 6012) down.
     assert counts["train/0"] == 5 and counts["test/0"] == 1 and counts["test/1"] == 1
     assert counts["train/unlabeled/0"] == 6 and counts["train/unlabeled/1"] == 8
-    source = open_source(str(tmp_path / "out"))
+    source = open_dataset(str(tmp_path / "out"))
     names = [n for ids in source.pools.values() for n in ids]
     assert len(names) == 21 and not any(n.startswith(("p021", "p022", "p023")) for n in names)
     image = Image.open(tmp_path / "out" / "images" / names[0])
@@ -70,7 +70,7 @@ def test_vindr_is_normal_only_when_every_reader_says_no_finding(tmp_path):
         write_dicom(raw / "train" / f"{image_id}.dicom", pixels, "MONOCHROME1", bits_stored=12)
     (raw / "train.csv").write_text("\n".join(rows) + "\n")
     prepare("vindr", raw, tmp_path / "out", size=48)
-    pools = open_source(str(tmp_path / "out")).pools
+    pools = open_dataset(str(tmp_path / "out")).pools
     assert all(labels[n[:-4]] == 0 for key in ("train/0", "test/0", "train/unlabeled/0") for n in pools[key])
     assert all(labels[n[:-4]] == 1 for key in ("test/1", "train/unlabeled/1") for n in pools[key])
     image = np.asarray(Image.open(tmp_path / "out" / "images" / pools["train/0"][0]))
@@ -84,7 +84,7 @@ def test_lag_keeps_jpegs_and_splits_by_image_number(tmp_path):
         for i in ids:
             Image.new("RGB", (20, 20), (i, 0, 0)).save(raw / folder / "image" / f"{i:04d}.jpg")
     prepare("lag", raw, tmp_path / "out")
-    pools = open_source(str(tmp_path / "out")).pools
+    pools = open_dataset(str(tmp_path / "out")).pools
     assert pools["train/0"][0] == "0001.jpg" and pools["test/1"][0] == "0021.jpg"
     assert (tmp_path / "out" / "images" / "0001.jpg").read_bytes() == (
         raw / "non_glaucoma" / "image" / "0001.jpg"

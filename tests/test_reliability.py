@@ -105,16 +105,16 @@ def test_a_second_writer_is_refused_naming_the_holder_and_the_first_run_is_whole
 def test_a_calibration_of_other_weights_is_never_paired_with_best_pt(folder_run, tmp_path):
     import shutil
 
-    from medsagan.runs import load_calibration, load_detector
+    from medsagan.runs import RunDir
 
-    run = tmp_path / "copy"
-    shutil.copytree(folder_run[0], run)
-    _, _, selection = load_detector(run, "cpu")
-    assert load_calibration(run, selection) is not None
-    calibration = json.loads((run / "calibration.json").read_text())
+    run = RunDir(tmp_path / "copy")
+    shutil.copytree(folder_run[0], run.path)
+    _, selection = run.load_best()
+    assert run.load_calibration(selection).selection == selection
+    calibration = json.loads(run.calibration.read_text())
     calibration["selection"]["iteration"] += 1000  # as if best.pt moved on while a resumed run trains
-    (run / "calibration.json").write_text(json.dumps(calibration))
-    assert load_calibration(run, selection) is None
+    run.calibration.write_text(json.dumps(calibration))
+    assert run.load_calibration(selection) is None
 
 
 # 2. Nothing written or read outside its folder -------------------------------------------------------------

@@ -8,12 +8,12 @@ from helpers import make_folder_dataset, write_png
 from medsagan.config import DataConfig
 from medsagan.data.check import inspect
 from medsagan.data.dataset import unlabeled_counts
-from medsagan.data.sources import FolderSource, MedMNISTSource, open_source, read_split
+from medsagan.data.sources import FolderSource, MedMNISTSource, open_dataset, read_split
 from medsagan.errors import DataError
 
 
 def test_medad_pneumonia64_counts_and_protocol(shared_data):
-    source = open_source(str(shared_data / "medad-pneumonia64"))
+    source = open_dataset(str(shared_data / "medad-pneumonia64"))
     counts = {key: len(ids) for key, ids in source.pools.items()}
     assert counts == {"train/0": 700, "train/unlabeled/0": 649, "train/unlabeled/1": 3883, "test/0": 234, "test/1": 390}
     assert unlabeled_counts(source.pools, DataConfig()) == (280, 420, 0)
@@ -38,7 +38,7 @@ def test_infeasible_ratio_is_refused_with_the_largest_that_works(shared_data):
 
 def test_split_file_without_images_fails_saying_how_many_are_missing(shared_data):
     with pytest.raises(DataError, match=r"all 14863 images listed in data.json are missing"):
-        open_source(str(shared_data / "medad-splits" / "RSNA"))
+        open_dataset(str(shared_data / "medad-splits" / "RSNA"))
 
 
 def medad(tmp_path, lists):
@@ -69,27 +69,27 @@ def test_medad_missing_images_are_counted_and_listed(tmp_path):
     (root / "images" / "b.png").unlink()
     (root / "images" / "f.png").unlink()
     with pytest.raises(DataError, match=r"2 of 6 listed images are missing: .*b\.png, .*f\.png"):
-        open_source(str(root))
+        open_dataset(str(root))
 
 
 def test_medad_missing_key_and_leakage_and_empty_list(tmp_path):
     lists = valid_lists()
     del lists["train"]["unlabeled"]["1"]
     with pytest.raises(DataError, match=r"data\.json: missing key train\.unlabeled\.1"):
-        open_source(str(medad(tmp_path / "a", lists)))
+        open_dataset(str(medad(tmp_path / "a", lists)))
     lists = valid_lists()
     lists["test"]["0"].append("a.png")
     with pytest.raises(DataError, match=r"a\.png is in both train\.0 and test\.0 \(leakage\)"):
-        open_source(str(medad(tmp_path / "b", lists)))
+        open_dataset(str(medad(tmp_path / "b", lists)))
     lists = valid_lists()
     lists["test"]["1"] = []
     with pytest.raises(DataError, match=r"test\.1 is empty"):
-        open_source(str(medad(tmp_path / "c", lists)))
+        open_dataset(str(medad(tmp_path / "c", lists)))
 
 
 def test_folder_layout_pools(tmp_path):
     root = make_folder_dataset(tmp_path, n=8, val=True)
-    source = open_source(str(root))
+    source = open_dataset(str(root))
     assert isinstance(source, FolderSource)
     counts = {key: len(ids) for key, ids in source.pools.items()}
     assert counts == {"train/0": 8, "train/unlabeled": 8, "val/0": 4, "val/1": 4, "test/0": 4, "test/1": 4}
@@ -102,7 +102,7 @@ def test_folder_layout_with_known_unlabelled_labels(tmp_path):
         target = root / "unlabeled" / ("abnormal" if int(path.stem[-3:]) % 2 == 0 else "normal")
         target.mkdir(exist_ok=True)
         shutil.move(path, target / path.name)
-    source = open_source(str(root))
+    source = open_dataset(str(root))
     assert len(source.pools["train/unlabeled/0"]) == 5 and len(source.pools["train/unlabeled/1"]) == 5
     assert unlabeled_counts(source.pools, DataConfig(unlabeled_size=5)) == (2, 3, 0)
 
@@ -111,43 +111,43 @@ def test_folder_layout_errors(tmp_path):
     root = make_folder_dataset(tmp_path / "a", n=4)
     (root / "abnormal").mkdir()
     with pytest.raises(DataError, match=r"unknown folder abnormal/; the folder layout has normal/, unlabeled/"):
-        open_source(str(root))
+        open_dataset(str(root))
     root = make_folder_dataset(tmp_path / "b", n=4)
     shutil.rmtree(root / "test" / "abnormal")
     with pytest.raises(DataError, match=r"test/abnormal: empty or missing"):
-        open_source(str(root))
+        open_dataset(str(root))
     root = make_folder_dataset(tmp_path / "c", n=4)
     (root / "normal" / "notes.txt").write_text("hi")
     with pytest.raises(DataError, match=r"notes\.txt: unsupported file type \.txt"):
-        open_source(str(root))
+        open_dataset(str(root))
     root = make_folder_dataset(tmp_path / "d", n=4)
     for path in (root / "normal").iterdir():
         path.unlink()
     with pytest.raises(DataError, match=r"no labelled normal images"):
-        open_source(str(root))
+        open_dataset(str(root))
 
 
 def test_unknown_layout_and_missing_path(tmp_path):
     with pytest.raises(DataError, match="no such file or folder"):
-        open_source(str(tmp_path / "nope"))
+        open_dataset(str(tmp_path / "nope"))
     (tmp_path / "x").mkdir()
     with pytest.raises(DataError, match="not a dataset layout medsagan knows"):
-        open_source(str(tmp_path / "x"))
+        open_dataset(str(tmp_path / "x"))
 
 
 def test_leakage_between_test_and_training_is_found_by_content(tmp_path):
     root = make_folder_dataset(tmp_path, n=4)
     shutil.copy(next((root / "test" / "normal").iterdir()), root / "normal" / "copy.png")
-    with pytest.raises(DataError, match=r"byte-identical to test images \(leakage\): normal/copy\.png"):
-        inspect(open_source(str(root)), DataConfig())
+    with pytest.raises(DataError, match=r"validation images \(leakage\): .* = normal/copy\.png"):
+        inspect(open_dataset(str(root)), DataConfig())
 
 
 def test_corrupt_image_in_check_is_named_or_skipped(tmp_path):
     root = make_folder_dataset(tmp_path, n=4)
     (root / "normal" / "zz-broken.png").write_bytes(b"not a png at all")
     with pytest.raises(DataError, match=r"zz-broken\.png: unreadable or corrupt"):
-        inspect(open_source(str(root)), DataConfig())
-    report = inspect(open_source(str(root)), DataConfig(skip_bad=True))
+        inspect(open_dataset(str(root)), DataConfig())
+    report = inspect(open_dataset(str(root)), DataConfig(skip_bad=True))
     assert len(report["unreadable"]) == 1 and "zz-broken.png" in report["unreadable"][0]
 
 
@@ -182,7 +182,7 @@ def test_medmnist_unknown_task_asks_for_it(tmp_path):
     }
     np.savez(path, **arrays)
     with pytest.raises(DataError, match=r"set data\.medmnist_task"):
-        open_source(str(path))
+        open_dataset(str(path))
     assert len(MedMNISTSource(path, "pneumoniamnist").pools["train/0"]) == 2
 
 
@@ -191,7 +191,7 @@ def test_check_reports_sizes_modes_and_intensity(tmp_path):
         for i in range(count):
             write_png(tmp_path / folder / f"{i}.png", value, size=20)
     write_png(tmp_path / "unlabeled" / "u.png", 204, size=30)
-    report = inspect(open_source(str(tmp_path)), DataConfig())
+    report = inspect(open_dataset(str(tmp_path)), DataConfig())
     assert report["image_sizes"] == {"20x20": 5, "30x30": 1}
     assert report["image_modes"] == {"L": 6}
     assert report["intensity"]["grey"]["mean"] == pytest.approx((3 * 51 + 102 + 153 + 204) / 6 / 255, abs=1e-3)

@@ -125,9 +125,9 @@ def test_learning_rate_schedules(schedule, expected):
 
 def test_run_records_absolute_data_paths_so_it_works_from_anywhere(tmp_path, monkeypatch):
     from helpers import make_folder_dataset
-    from medsagan.runs import load_run_config
+    from medsagan.runs import RunDir
 
     make_folder_dataset(tmp_path / "data", n=6)
     monkeypatch.chdir(tmp_path)
     fit(tiny_config(data={"path": "data"}, train={"iterations": 2}), tmp_path / "run", progress=False)
-    assert load_run_config(tmp_path / "run").data.path == str((tmp_path / "data").resolve())
+    assert RunDir(tmp_path / "run").load_config().data.path == str((tmp_path / "data").resolve())

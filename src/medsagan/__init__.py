@@ -4,8 +4,14 @@ Train on labelled normal images, unlabelled images and pseudo-anomalies; score a
 the generator has to change it to make it look healthy.
 """
 
-from .api import Model, evaluate, fit, load
-from .config import Config, load_config
+import importlib
+
+# Load the evaluate subpackage (a light one) first, so that importing its modules later cannot rebind
+# `medsagan.evaluate` from the function below to the subpackage.
+importlib.import_module(".evaluate", __name__)
+
+from .api import Model, evaluate, fit, load  # noqa: E402
+from .config import Config, load_config  # noqa: E402
 
 __version__ = "0.1.0"
 

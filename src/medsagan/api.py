@@ -7,43 +7,52 @@
 >>> model.score(["chest.png", "scan.dcm"]).scores              # doctest: +SKIP
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .config import Config
 from .data.readers import load_resized, resize_plane
-from .evaluate.report import evaluate_run
-from .evaluate.scoring import Scores, score_images
-from .models import AnomalyDetector
-from .runs import load_calibration, load_detector
-from .train import fit as _fit
+
+if TYPE_CHECKING:  # heavy modules (training, evaluation, plotting) load when first used, not on import
+    from .evaluate.report import EvalResult
+    from .evaluate.scoring import Scores
+    from .models import AnomalyDetector
+    from .runs import Calibration, Selection
 
 
 def fit(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
     """Train as `config` says; the run (checkpoints, best.pt, calibration) is written to `run_dir`."""
-    return _fit(config, run_dir, resume=resume, progress=progress)
+    from .train import fit as train
+
+    return train(config, run_dir, resume=resume, progress=progress)
 
 
-def evaluate(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "auto") -> dict:
+def evaluate(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "auto") -> EvalResult:
     """AUC, AP and thresholded metrics of a run on its dataset's split; also written under RUN/evaluation/."""
+    from .evaluate.report import evaluate_run
+
     return evaluate_run(run_dir, split, official=official, device=device)
 
 
 @dataclass
 class Model:
-    """A trained detector with its config and calibration (threshold, heatmap scale)."""
+    """A trained detector with its config, how its weights were selected, and its calibration."""
 
     detector: AnomalyDetector
     config: Config
-    selection: dict
-    calibration: dict | None
+    selection: Selection
+    calibration: Calibration | None
 
     @property
     def threshold(self) -> float | None:
-        return self.calibration["threshold"]["value"] if self.calibration else None
+        """Scores at or above this are abnormal; None before the run is calibrated."""
+        return self.calibration.threshold.value if self.calibration else None
 
     def prepare(self, images) -> torch.Tensor:
         """Paths, arrays [H, W] / [H, W, C] / [C, H, W] (uint8, or float in [0, 1]) or a tensor in [-1, 1]
@@ -70,10 +79,14 @@ class Model:
 
     def score(self, images, keep_maps: bool = True) -> Scores:
         """Deterministic scores (and anomaly maps and restorations) of `images`."""
+        from .evaluate.scoring import score_images
+
         return score_images(self.detector, self.prepare(images), keep_maps=keep_maps)
 
 
 def load(run_dir: str | Path, device: str = "auto") -> Model:
     """The selected generator of a finished (or validated) run."""
+    from .runs import RunDir, load_detector
+
     detector, cfg, selection = load_detector(run_dir, device)
-    return Model(detector, cfg, selection, load_calibration(run_dir, selection))
+    return Model(detector, cfg, selection, RunDir(run_dir).load_calibration(selection))

@@ -1,6 +1,5 @@
 """The `medsagan` command line: train, evaluate, predict, demo, model-info, data check, data prepare."""
 
-import dataclasses
 import json
 import logging
 import os
@@ -11,8 +10,10 @@ from pathlib import Path
 
 import click
 
-from .config import load_config, parse_overrides
+from .config import PRESETS, Config, choices, load_config, merge, parse_overrides
 from .errors import ConfigError, MedsaganError
+
+PRESET_NAMES = tuple(PRESETS)
 
 
 class Command(click.Group):
@@ -86,21 +87,23 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
 
-def build_config(config: str | None, preset: str | None, overrides: tuple[str, ...], **direct):
-    values = parse_overrides(overrides)
-    for key, value in direct.items():
-        if value is not None:
-            section, name = key.split(".")
-            values.setdefault(section, {})[name] = value
-    return load_config(config, values, preset)
+def options(**sections: dict) -> dict:
+    """Nested overrides from command-line options, the ones not given (None) left out."""
+    nested = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
+    return {name: values for name, values in nested.items() if values}
+
+
+def command_config(config_file: str | None, preset: str | None, overrides: tuple[str, ...], given: dict) -> Config:
+    """The one path from a command line to a Config: file, preset, KEY=VALUE overrides, then the options."""
+    return load_config(config_file, merge(parse_overrides(overrides), given), preset)
 
 
 @main.command(context_settings={"ignore_unknown_options": False})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML configuration file.")
-@click.option("--preset", type=click.Choice(["paper", "fast", "baseline"]), help="Starting point (default paper).")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), help="Starting point (default paper).")
 @click.option("--data", help="Dataset: Med-AD folder, folder layout, MedMNIST .npz, or 'synthetic'.")
 @click.option("--iterations", type=int, help="Critic iterations (paper: 100000).")
-@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--seed", type=int, help="Seed of every random stream.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True), help="Continue the run in this directory.")
@@ -118,7 +121,7 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
     medsagan train --config configs/medad-rsna.yaml --out runs/rsna train.batch_size=64
     medsagan train --resume runs/pneumonia            # after an interruption
     """
-    from .runs import load_run_config
+    from .runs import RunDir
     from .train import fit
 
     if resume:
@@ -130,44 +133,29 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
                 f"--resume continues {resume} in place with its saved configuration, so {clashing[0]} cannot be "
                 "given with it; only --iterations, --device and train.* overrides may change"
             )
-        cfg = load_run_config(resume)
         extra = parse_overrides(overrides)
         if set(extra) - {"train"}:
             raise ConfigError(
                 f"with --resume only train.* overrides are accepted, not {', '.join(sorted(set(extra) - {'train'}))}.*"
             )
-        values = {**cfg.to_dict(), "train": {**cfg.to_dict()["train"], **extra.get("train", {})}}
-        for key, value in (("iterations", iterations), ("device", device)):
-            if value is not None:
-                values["train"][key] = value
-        cfg = load_config(overrides=values)
+        changes = merge(extra, options(train={"iterations": iterations, "device": device})).get("train", {})
+        cfg = RunDir(resume).resumed_config(changes)
         if dry_run:
             click.echo(json.dumps(cfg.to_dict(), indent=1))
             return
         fit(cfg, Path(resume), resume=True, progress=not no_progress)
         click.echo(f"run resumed and finished: {resume}")
         return
-    cfg = build_config(
-        config_file,
-        preset,
-        overrides,
-        **{
-            "data.path": data,
-            "data.skip_bad": skip_bad,
-            "train.iterations": iterations,
-            "train.device": device,
-            "train.seed": seed,
-        },
+    given = options(
+        data={"path": data, "skip_bad": skip_bad}, train={"iterations": iterations, "device": device, "seed": seed}
     )
+    cfg = command_config(config_file, preset, overrides, given)
     if dry_run:
         from .data.check import format_report, inspect
         from .data.sources import open_source
 
         click.echo(json.dumps(cfg.to_dict(), indent=1))
-        source = open_source(
-            cfg.data.path, cfg.data.source, cfg.data.medmnist_task, cfg.data.synthetic_count, cfg.model.image_size
-        )
-        click.echo(format_report(inspect(source, cfg.data)))
+        click.echo(format_report(inspect(open_source(cfg), cfg.data)))
         return
     if not out:
         raise click.UsageError("--out RUN is required: the directory the run is written to")
@@ -193,7 +181,8 @@ def evaluate(run, split, official_scoring, device, as_json):
     """
     from .evaluate.report import evaluate_run
 
-    metrics = evaluate_run(run, split, official=official_scoring, device=device)
+    result = evaluate_run(run, split, official=official_scoring, device=device)
+    metrics = result.to_dict()
     if as_json:
         click.echo(json.dumps(metrics))
         return
@@ -256,7 +245,7 @@ def demo(data, out, iterations, device, no_progress):
 
 @main.command("model-info")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False))
-@click.option("--preset", type=click.Choice(["paper", "fast", "baseline"]))
+@click.option("--preset", type=click.Choice(PRESET_NAMES))
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("overrides", nargs=-1)
 def model_info(config_file, preset, as_json, overrides):
@@ -268,7 +257,7 @@ def model_info(config_file, preset, as_json, overrides):
     """
     from .models.summary import describe
 
-    info = describe(build_config(config_file, preset, overrides).model)
+    info = describe(command_config(config_file, preset, overrides, {}).model)
     if as_json:
         click.echo(json.dumps(info))
         return
@@ -283,8 +272,8 @@ def data():
 
 @data.command("check")
 @click.argument("path")
-@click.option("--source", type=click.Choice(["auto", "medad", "folder", "medmnist", "synthetic"]), default="auto")
-@click.option("--medmnist-task", default="", help="pneumoniamnist, retinamnist or breastmnist.")
+@click.option("--source", type=click.Choice(choices("data.source")), default="auto")
+@click.option("--medmnist-task", type=click.Choice(choices("data.medmnist_task")), default="")
 @click.option("--skip-bad", is_flag=True, help="Report unreadable images instead of stopping at the first.")
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("overrides", nargs=-1)
@@ -298,14 +287,11 @@ def data_check(path, source, medmnist_task, skip_bad, as_json, overrides):
     from .data.check import format_report, inspect
     from .data.sources import open_source
 
-    cfg = load_config(overrides=parse_overrides(overrides))
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, skip_bad=skip_bad or cfg.data.skip_bad))
-    report = inspect(
-        open_source(
-            path, source, medmnist_task or cfg.data.medmnist_task, cfg.data.synthetic_count, cfg.model.image_size
-        ),
-        cfg.data,
+    given = options(
+        data={"path": path, "source": source, "medmnist_task": medmnist_task or None, "skip_bad": skip_bad or None}
     )
+    cfg = command_config(None, None, overrides, given)
+    report = inspect(open_source(cfg), cfg.data)
     click.echo(json.dumps(report) if as_json else format_report(report))
 
 

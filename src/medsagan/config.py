@@ -9,16 +9,26 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from .errors import ConfigError
 
+Architecture = Literal["sagan", "baseline"]
+SourceKind = Literal["auto", "medad", "folder", "medmnist", "synthetic"]
+UnlabeledDraw = Literal["prefix", "random"]
+PseudoAnomaly = Literal["fpi", "cutpaste"]
+LRSchedule = Literal["constant", "linear", "official"]
+MedMNISTTask = Literal["", "pneumoniamnist", "retinamnist", "breastmnist"]
+PresetName = Literal["paper", "fast", "baseline"]
 
-@dataclass
+
+@dataclass(frozen=True)
 class ModelConfig:
-    architecture: str = "sagan"  # "sagan", or "baseline" for Brainomaly's generator (paper Table 3)
+    """The networks (official model.py at zzr728/SAGAN 2fa5bd7)."""
+
+    architecture: Architecture = "sagan"  # "baseline": Brainomaly's generator (paper Table 3)
     image_size: int = 64  # paper Sec. 3.1: all inputs resized to 64 x 64
     channels: int = 1  # official code reads grey (LAG too); 3 keeps colour fundus photos
     patches: int = 2  # N of the N x N patch grid; official solver.py num_patch = 2
@@ -31,33 +41,39 @@ class ModelConfig:
     d_layers: int = 6  # official d_repeat_num: six stride-2 convs, a 1x1 critic map at 64 px
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
+    """The dataset and the paper's protocol for the unlabelled set (official data_loader.py)."""
+
     path: str = ""  # Med-AD root (images/ + data.json), a folder layout, a MedMNIST .npz, or "synthetic"
-    source: str = "auto"  # auto | medad | folder | medmnist | synthetic
+    source: SourceKind = "auto"
     anomaly_ratio: float = 0.6  # share of abnormals in the unlabelled set; official data_loader.py ar=0.6
     unlabeled_size: int = -1  # -1: as many as the labelled normals (official); 0: none (paper Table 4 "0_u")
-    unlabeled_draw: str = "prefix"  # "prefix" of each pool in file order (official) or a seeded "random" draw
+    unlabeled_draw: UnlabeledDraw = "prefix"  # "prefix" of each pool in file order (official), or "random"
     val_fraction: float = 0.1  # share of labelled normals held out for selection when there is no val split
-    fixed_pairing: bool = False  # official pairs unlabelled[i] with normal[i] for the whole run
-    medmnist_task: str = ""  # pneumoniamnist | retinamnist | breastmnist; "" guesses from the file name
+    fixed_pairing: bool = False  # official pairs unlabelled[i] with normal[i] (shifted so all are used)
+    medmnist_task: MedMNISTTask = ""  # "" guesses from the file name
     skip_bad: bool = False  # skip unreadable images and report them, instead of stopping
     cache_dir: str = ""  # decoded-image cache; "" puts .medsagan-cache beside the run directory
     synthetic_count: int = 600  # images per class pool of the built-in synthetic dataset (demo)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossConfig:
+    """The objective's weights and the pseudo-anomalies (paper Eq. 3-7; official solver.py)."""
+
     lambda_id: float = 1.0  # identity L1 weight, paper Eq. 6; official main.py lambda_id = 1
     lambda_rec: float = 1.0  # pseudo-anomaly restoration MSE weight, paper Eq. 6; official hard-coded 1
     lambda_gp: float = 10.0  # gradient penalty weight, paper Eq. 7; official main.py lambda_gp = 10
-    pseudo_anomaly: str = "fpi"  # "fpi" patch blend (paper Sec. 3.1, official) or "cutpaste"
+    pseudo_anomaly: PseudoAnomaly = "fpi"  # FPI patch blend (paper Sec. 3.1, official) or CutPaste
     fpi_core: float = 0.6  # box centres lie in this central share of the image; official core_percent 0.6
     fpi_half_width: tuple[float, float] = (0.05, 0.2)  # box half-width range, share of the side; official
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
+    """The schedule (paper Sec. 3.1; official main.py and train.sh)."""
+
     iterations: int = 100_000  # critic iterations; paper Sec. 3.1 and official main.py
     batch_size: int = 32  # official train.sh; the paper's text says 64
     n_critic: int = 2  # generator step every n_critic critic steps; paper Sec. 3.1
@@ -65,29 +81,47 @@ class TrainConfig:
     lr_d: float = 5e-5  # paper Sec. 3.1 and official main.py
     beta1: float = 0.5  # official Adam betas (0.5, 0.999)
     beta2: float = 0.999
-    lr_schedule: str = "constant"  # constant (what the official decay amounts to) | linear | official
-    lr_decay_start: int = 50_000  # official num_iters_decay: decay over the last 50k iterations
+    lr_schedule: LRSchedule = "constant"  # constant (what the official decay amounts to) | linear | official
+    # Where the decay begins: a share of the run (< 1) or an iteration (>= 1); official num_iters_decay
+    # 50000 of 100000 is 0.5. A new run saves it, and the decay length, as iterations (see fixed_schedule).
+    lr_decay_start: float = 0.5
+    lr_decay_length: int = 0  # iterations the decay lasts; 0: to the end of the run
     validate_every: int = 1000  # official log_step 1000; selection here uses validation data, never test
     checkpoint_every: int = 1000  # official model_save_step 1000
     keep_checkpoints: int = 3  # training-state checkpoints kept besides best.pt
     log_every: int = 50  # iterations between JSON-lines log records
-    val_max_images: int = 1000  # cap per validation class, to bound the cost of selection
     seed: int = 0
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N | mps
     amp: bool = False  # bfloat16 autocast; off by default
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Model selection and the decision threshold, both on validation data, never on the test set."""
+
+    val_max_images: int = 1000  # cap per validation class, to bound the cost of selection
     threshold_specificity: float = 0.95  # label-free threshold: this share of held-out normals below it
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
-    preset: str = "paper"  # paper | fast | baseline; applied before the YAML file and overrides
+    """A whole run's settings; frozen once built and validated."""
+
+    preset: PresetName = "paper"  # applied before the YAML file and overrides
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain nested dicts and lists, as saved in config.yaml."""
         return to_plain(asdict(self))
+
+    def replace(self, **sections: dict[str, Any]) -> "Config":
+        """A copy with some keys of some sections changed: `cfg.replace(train={"iterations": 10})`."""
+        changed = {name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()}
+        return dataclasses.replace(self, **changed)
 
     def with_absolute_paths(self) -> "Config":
         """A copy whose data paths are absolute, so a saved run works from any directory."""
@@ -95,12 +129,24 @@ class Config:
         absolute = lambda p: str(Path(p).expanduser().resolve()) if p and Path(p).expanduser().exists() else p  # noqa: E731
         path = data.path if data.path == "synthetic" else absolute(data.path)
         cache = str(Path(data.cache_dir).expanduser().resolve()) if data.cache_dir else ""
-        return dataclasses.replace(self, data=dataclasses.replace(data, path=path, cache_dir=cache))
+        return self.replace(data={"path": path, "cache_dir": cache})
+
+    def fixed_schedule(self) -> "Config":
+        """A copy whose learning-rate decay is in iterations, so extending the run later keeps its schedule."""
+        start, length = decay_window(self.train)
+        return self.replace(train={"lr_decay_start": float(start), "lr_decay_length": length})
 
     def save(self, path: str | Path) -> None:
+        """Write config.yaml atomically."""
         from .files import atomic_write_text
 
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def decay_window(t: TrainConfig) -> tuple[int, int]:
+    """(first iteration of the decay, its length in iterations) from a share of the run or iterations."""
+    start = round(t.lr_decay_start * t.iterations) if t.lr_decay_start < 1 else int(t.lr_decay_start)
+    return start, t.lr_decay_length or max(1, t.iterations - start)
 
 
 # The "fast" preset keeps every module of the paper's architecture at a quarter of its width, with two
@@ -121,16 +167,16 @@ PRESETS: dict[str, dict[str, Any]] = {
             "checkpoint_every": 250,
         },
     },
-    "baseline": {"model": {"architecture": "baseline"}},
+    # Table 3's "Baseline [22]" row is Brainomaly: its generator, trained without the pseudo-anomaly loss.
+    "baseline": {"model": {"architecture": "baseline"}, "loss": {"lambda_rec": 0.0}},
 }
 
-CHOICES = {
-    "model.architecture": ("sagan", "baseline"),
-    "data.source": ("auto", "medad", "folder", "medmnist", "synthetic"),
-    "data.unlabeled_draw": ("prefix", "random"),
-    "loss.pseudo_anomaly": ("fpi", "cutpaste"),
-    "train.lr_schedule": ("constant", "linear", "official"),
-}
+
+def choices(key: str) -> tuple[str, ...]:
+    """The allowed values of a Literal-typed key such as "data.source" (the CLI's choices come from here)."""
+    section, name = key.split(".")
+    owner = typing.get_type_hints(Config)[section]
+    return typing.get_args(typing.get_type_hints(owner)[name])
 
 
 SCALARS = {bool: (bool,), int: (int,), float: (int, float), str: (str, int, float)}
@@ -235,17 +281,17 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "train.lr_d": (0, None, False, True),
     "train.beta1": (0, 1, True, False),
     "train.beta2": (0, 1, True, False),
-    "train.lr_decay_start": (0, None, True, True),
     "train.validate_every": (1, None, True, True),
     "train.checkpoint_every": (1, None, True, True),
     "train.keep_checkpoints": (1, None, True, True),
     "train.log_every": (1, None, True, True),
-    "train.val_max_images": (1, None, True, True),
     "train.seed": (0, None, True, True),
-    "train.threshold_specificity": (0, 1, False, False),
+    "train.lr_decay_start": (0, None, True, True),
+    "train.lr_decay_length": (0, None, True, True),
+    "evaluation.val_max_images": (1, None, True, True),
+    "evaluation.threshold_specificity": (0, 1, False, False),
 }
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-MEDMNIST_TASK_NAMES = ("", "pneumoniamnist", "retinamnist", "breastmnist")
 
 
 def _range_text(low, high, low_in, high_in) -> str:
@@ -269,11 +315,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.channels = {cfg.model.channels!r} must be 1 (grey) or 3 (colour)")
     if not DEVICE.match(cfg.train.device):
         raise ConfigError(f"train.device = {cfg.train.device!r} is unknown; use auto, cpu, cuda, cuda:N or mps")
-    if cfg.data.medmnist_task not in MEDMNIST_TASK_NAMES:
-        raise ConfigError(
-            f"data.medmnist_task = {cfg.data.medmnist_task!r} is unknown; use one of "
-            f"{', '.join(MEDMNIST_TASK_NAMES[1:])} (or leave it empty to guess from the file name)"
-        )
     low, high = cfg.loss.fpi_half_width
     if not 0 < low <= high <= 0.5:
         raise ConfigError(
@@ -290,10 +331,30 @@ def validate(cfg: Config) -> None:
         )
 
 
+# Keys that moved between sections; a saved run of an older version is read with them moved.
+MOVED = {
+    "train.threshold_specificity": "evaluation.threshold_specificity",
+    "train.val_max_images": "evaluation.val_max_images",
+}
+
+
+def migrate(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's config with moved keys in their new sections."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for old, new in MOVED.items():
+        (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
+        if old_name in values.get(old_section, {}):
+            values.setdefault(new_section, {})[new_name] = values[old_section].pop(old_name)
+    return values
+
+
 def build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Instantiate dataclass `cls` from nested `values`, refusing unknown keys and wrong types by name."""
     known = {f.name: f for f in fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in values:
+        if f"{prefix}{key}" in MOVED:
+            raise ConfigError(f"{prefix}{key} has moved: set {MOVED[prefix + key]} instead")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(known)}"
@@ -307,16 +368,18 @@ def build(cls: type, values: dict[str, Any], prefix: str) -> Any:
             kwargs[name] = build(hint, value, f"{prefix}{name}.")
         else:
             kwargs[name] = coerce(value, hint, f"{prefix}{name}")
-    config = cls(**kwargs)
-    for name in known:
-        key = f"{prefix}{name}"
-        if key in CHOICES and getattr(config, name) not in CHOICES[key]:
-            raise ConfigError(f"{key} = {getattr(config, name)!r} is not one of {', '.join(CHOICES[key])}")
-    return config
+    return cls(**kwargs)
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
+    """`value` as type `hint` (YAML scalars are loose: 1e-4 may come as a string), or a ConfigError."""
     origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            shown = ", ".join(repr(a) if a == "" else str(a) for a in allowed)
+            raise ConfigError(f"{key} = {value!r} is not one of {shown}")
+        return value
     if origin is tuple:
         items = typing.get_args(hint)
         if not isinstance(value, (list, tuple)) or len(value) != len(items):

@@ -45,10 +45,12 @@ class SAGANLoss:
     def __init__(self, generator: nn.Module, critic: nn.Module, cfg: LossConfig, rng: torch.Generator):
         self.generator, self.critic, self.cfg, self.rng = generator, critic, cfg, rng
 
-    def make_batch(self, normal: Tensor, unlabeled: Tensor) -> Batch:
+    def make_batch(self, normal: Tensor, unlabeled: Tensor, sources: Tensor | None = None) -> Batch:
+        """The step's images; FPI blends each normal with `sources` (other labelled normals, one per image),
+        or with another image of the batch when none are given."""
         options = {}
         if self.cfg.pseudo_anomaly == "fpi":
-            options = {"core": self.cfg.fpi_core, "half_width": self.cfg.fpi_half_width}
+            options = {"core": self.cfg.fpi_core, "half_width": self.cfg.fpi_half_width, "sources": sources}
         pseudo, mask = make_pseudo_anomalies(self.cfg.pseudo_anomaly, normal, self.rng, **options)
         if unlabeled.shape[0] == 0:
             # Paper Table 4 "0_u": with no unlabelled images the pseudo-anomalies play their part.

@@ -5,12 +5,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.dataset import to_model_range
 from .data.readers import SUFFIXES, is_dicom, load_resized
 from .errors import DataError
+from .evaluate.calibration import HEATMAP_QUANTILE
 from .evaluate.report import scores_csv
 from .evaluate.scoring import score_images
+from .evaluate.thresholds import verdict
 from .files import atomic_write_text
-from .runs import load_calibration, load_detector
+from .runs import RunDir, load_detector
 from .viz.heatmaps import panel, save_panel
 
 PREDICTIONS = "predictions.csv"
@@ -83,8 +86,8 @@ def predict(
     out_dir = Path(out_dir)
     detector, cfg, selection = load_detector(run_dir, device)
     check_output_folder(out_dir, "" if cfg.data.path == "synthetic" else cfg.data.path, [Path(p) for p in inputs])
-    calibration = load_calibration(run_dir, selection) or {}
-    threshold = calibration.get("threshold", {}).get("value")
+    calibration = RunDir(run_dir).load_calibration(selection)
+    threshold = calibration.threshold.value if calibration else None
     files, arrays, skipped = [], [], []
     for path in expand_inputs(inputs):
         try:
@@ -99,7 +102,7 @@ def predict(
     result = score_images(detector, torch.from_numpy(np.stack(arrays)), keep_maps=True)
     if vmax is None:
         # Without a calibration (a run still training) the colour scale comes from these images' own maps.
-        vmax = calibration.get("heatmap_scale", {}).get("vmax") or float(np.quantile(result.maps, 0.999))
+        vmax = calibration.heatmap_vmax if calibration else float(np.quantile(result.maps, HEATMAP_QUANTILE))
     names = panel_names(files)
     atomic_write_text(
         out_dir / PREDICTIONS,
@@ -108,12 +111,12 @@ def predict(
     rows = []
     for i, path in enumerate(files):
         score = float(result.scores[i])
-        verdict = "" if threshold is None else ("abnormal" if score >= threshold else "normal")
-        row = {"path": str(path), "score": score, "prediction": verdict or None}
+        decision = verdict(score, threshold) if threshold is not None else None
+        row = {"path": str(path), "score": score, "prediction": decision}
         if panels:
-            image = arrays[i].astype(np.float32) / 127.5 - 1
+            image = to_model_range(torch.tensor(arrays[i])).numpy()
             caption = f"{path.name}  score {score:.4f}" + (
-                f"  {verdict} (threshold {threshold:.4f})" if verdict else ""
+                f"  {decision} (threshold {threshold:.4f})" if decision else ""
             )
             row["panel"] = str(
                 save_panel(

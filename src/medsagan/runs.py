@@ -1,95 +1,230 @@
-"""A run directory and what lives in it; loading a trained detector back from it.
+"""A run directory, the typed files in it, and loading a trained detector back from it.
 
-RUN/config.yaml        the resolved configuration
-RUN/data.json          the data the run trained on (counts, unlabelled set, validation)
-RUN/log.jsonl          losses and validation metrics, one JSON object per line
-RUN/checkpoints/       full training states (state-<iteration>.pt), the last few
-RUN/best.pt            generator weights chosen on validation data, with how they were chosen
-RUN/calibration.json   threshold and heatmap scale, fitted on validation data
-RUN/evaluation/<split>/metrics.json, scores.csv   written by `medsagan evaluate`
+RUN/config.yaml              the resolved configuration
+RUN/data.json                the data the run trained on (counts, unlabelled set, validation, skipped)
+RUN/training-digests.json    content digests of every training and validation image (leakage checks)
+RUN/log.jsonl                losses and validation metrics, one JSON object per line
+RUN/checkpoints/             full training states (state-<iteration>.pt), the last few
+RUN/best.pt                  generator weights chosen on validation data, with their Selection
+RUN/calibration.json         threshold and heatmap scale fitted for those weights (Calibration)
+RUN/evaluation/<split>/      metrics.json, scores.csv, curves.png, written by `medsagan evaluate`
 """
 
 import json
+import logging
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .config import Config, load_config
+from .config import Config, load_config, migrate, read_yaml
 from .errors import RunError
-from .files import load_tensors
-from .models import AnomalyDetector, build_generator
+from .evaluate.thresholds import Threshold
+from .files import RunLock, atomic_torch_save, atomic_write_text, load_tensors
 
-CONFIG, DATA, LOG, BEST, CALIBRATION = "config.yaml", "data.json", "log.jsonl", "best.pt", "calibration.json"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RunError(f"device {name!r} is unknown; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"device {name!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise RunError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise RunError(f"device {name!r} asked for, but MPS is not available here; use --device cpu")
-    return device
+log = logging.getLogger("medsagan")
+STATE_PATTERN = re.compile(r"state-(\d{8})\.pt$")
+STATE_KEYS = {"iteration", "generator", "critic", "opt_g", "opt_d", "sampler", "rng", "best", "best_generator"}
 
 
-def cache_dir(cfg: Config, run_dir: Path) -> Path:
-    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir.resolve().parent / ".medsagan-cache"
+@dataclass(frozen=True)
+class Selection:
+    """Which weights a run keeps: the iteration, the validation metric and its value, and the rule."""
+
+    iteration: int
+    metric: str | None  # "val/aucp", "val/auc", or None when there is no validation data
+    value: float | None
+    selection: str  # how the checkpoint was chosen, in words
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record stored in best.pt and calibration.json."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "Selection":
+        """Read back a stored record; a missing field is a RunError."""
+        return cls(int(record["iteration"]), record["metric"], record["value"], str(record.get("selection", "")))
 
 
-def load_run_config(run_dir: str | Path) -> Config:
-    path = Path(run_dir) / CONFIG
-    if not path.is_file():
-        raise RunError(f"{run_dir}: not a medsagan run (no {CONFIG}); pass the --out folder of `medsagan train`")
-    return load_config(path)
+@dataclass(frozen=True)
+class Calibration:
+    """The decision threshold and the heatmap colour scale, fitted on validation data for `selection`."""
+
+    threshold: Threshold
+    heatmap_vmax: float
+    heatmap_rule: str
+    selection: Selection
+
+    def to_dict(self) -> dict[str, Any]:
+        """calibration.json's layout."""
+        return {
+            "threshold": self.threshold.to_dict(),
+            "heatmap_scale": {"vmax": self.heatmap_vmax, "rule": self.heatmap_rule},
+            "selection": self.selection.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "Calibration":
+        """Read back calibration.json's layout."""
+        scale = record["heatmap_scale"]
+        return cls(
+            Threshold(**record["threshold"]),
+            float(scale["vmax"]),
+            scale["rule"],
+            Selection.from_dict(record["selection"]),
+        )
 
 
-def load_best(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / BEST
-    if not path.is_file():
-        raise RunError(f"{path}: missing; the run has not finished a validation yet (resume it with --resume)")
-    best = load_tensors(path)
-    if not isinstance(best, dict) or not isinstance(best.get("generator"), dict):
-        raise RunError(f"{path}: not a medsagan checkpoint (no generator weights in it)")
-    return best
+class RunDir:
+    """The layout of one run folder; every reader and writer of a run goes through it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.data = self.path / "data.json"
+        self.digests = self.path / "training-digests.json"
+        self.log = self.path / "log.jsonl"
+        self.checkpoints = self.path / "checkpoints"
+        self.best = self.path / "best.pt"
+        self.calibration = self.path / "calibration.json"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def lock(self) -> RunLock:
+        """The exclusive writer's lock of this run."""
+        return RunLock(self.path)
+
+    def evaluation(self, split: str) -> Path:
+        """Where `evaluate` writes the results of `split` ("test", "val", "test-official")."""
+        return self.path / "evaluation" / split
+
+    def cache_dir(self, cfg: Config) -> Path:
+        """The decoded-image cache: data.cache_dir, or .medsagan-cache beside the run folder."""
+        return Path(cfg.data.cache_dir) if cfg.data.cache_dir else self.path.resolve().parent / ".medsagan-cache"
+
+    # The configuration -------------------------------------------------------------------------------------
+
+    def load_config(self) -> Config:
+        """The run's saved configuration (keys moved since an older version are read in their new place)."""
+        if not self.config.is_file():
+            raise RunError(
+                f"{self.path}: not a medsagan run (no config.yaml); pass the --out folder of `medsagan train`"
+            )
+        return load_config(overrides=migrate(read_yaml(self.config)))
+
+    def resumed_config(self, train: dict[str, Any] | None = None) -> Config:
+        """The saved configuration with some train.* keys changed (more iterations, another device)."""
+        return self.load_config().replace(**({"train": train} if train else {}))
+
+    # Training states -------------------------------------------------------------------------------------
+
+    def state_path(self, iteration: int) -> Path:
+        return self.checkpoints / f"state-{iteration:08d}.pt"
+
+    def states(self) -> list[Path]:
+        """Training-state files, oldest first."""
+        found = [p for p in self.checkpoints.glob("state-*.pt") if STATE_PATTERN.search(p.name)]
+        return sorted(found, key=lambda p: int(STATE_PATTERN.search(p.name).group(1)))
+
+    def save_state(self, iteration: int, state: dict[str, Any], keep: int) -> Path:
+        """Write atomically, then drop the oldest states beyond `keep`."""
+        path = atomic_torch_save(self.state_path(iteration), state)
+        for old in self.states()[:-keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def latest_state(self) -> dict[str, Any] | None:
+        """The newest readable training state; None when the run stopped before its first checkpoint.
+
+        An unreadable newest state (a disk that filled, a copy cut short) falls back to the one before, with
+        a warning, so one bad file costs the iterations since the previous checkpoint, not the run.
+        """
+        states = self.states()
+        for path in reversed(states):
+            try:
+                state = load_tensors(path, "medsagan training checkpoint")
+            except RunError as err:
+                log.warning("warning: %s; falling back to the checkpoint before it", err)
+                continue
+            if not isinstance(state, dict) or not set(state) >= STATE_KEYS:
+                log.warning("warning: %s is not a medsagan training checkpoint; falling back to the one before", path)
+                continue
+            return state
+        if states:
+            raise RunError(
+                f"{self.path}: none of the {len(states)} checkpoints in checkpoints/ can be read; "
+                "start a new run with another --out"
+            )
+        return None
+
+    # The selected weights and their calibration ------------------------------------------------------------
+
+    def save_best(self, weights: dict[str, Any], selection: Selection) -> None:
+        atomic_torch_save(self.best, {"generator": weights, **selection.to_dict()})
+
+    def load_best(self) -> tuple[dict[str, Any], Selection]:
+        """The selected generator weights and how they were selected."""
+        if not self.best.is_file():
+            raise RunError(f"{self.best}: missing; the run has not finished a validation yet (resume it with --resume)")
+        best = load_tensors(self.best)
+        if not isinstance(best, dict) or not isinstance(best.get("generator"), dict):
+            raise RunError(f"{self.best}: not a medsagan checkpoint (no generator weights in it)")
+        try:
+            return best["generator"], Selection.from_dict(best)
+        except (KeyError, TypeError, ValueError):
+            raise RunError(f"{self.best}: not a medsagan checkpoint (no selection record in it)") from None
+
+    def save_calibration(self, calibration: Calibration) -> None:
+        atomic_write_text(self.calibration, json.dumps(calibration.to_dict(), indent=1))
+
+    def load_calibration(self, selection: Selection) -> Calibration | None:
+        """The calibration fitted for the weights `selection` describes.
+
+        None when the run has none yet, or when it belongs to other weights: a resumed run still training
+        has a newer best.pt than any calibration, and the two are never mixed.
+        """
+        if not self.calibration.is_file():
+            return None
+        try:
+            calibration = Calibration.from_dict(json.loads(self.calibration.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise RunError(
+                f"{self.calibration}: corrupt; refit it with `medsagan train --resume {self.path}`"
+            ) from None
+        return calibration if calibration.selection.iteration == selection.iteration else None
+
+    # Training-image digests, for leakage checks without reloading the training pools -----------------------
+
+    def save_digests(self, digests: dict[str, str]) -> None:
+        atomic_write_text(self.digests, json.dumps({"sha1": digests}))
+
+    def load_digests(self) -> dict[str, str] | None:
+        """digest -> image id of every training and validation image; None for a run of an older version."""
+        if not self.digests.is_file():
+            return None
+        try:
+            return dict(json.loads(self.digests.read_text())["sha1"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise RunError(f"{self.digests}: corrupt; resume the run with --resume to rewrite it") from None
 
 
-def load_detector(run_dir: str | Path, device: str = "auto") -> tuple[AnomalyDetector, Config, dict[str, Any]]:
-    """The selected generator of a run, wrapped as a detector in eval mode, with the run's config and
-    the selection record (iteration, metric)."""
-    cfg = load_run_config(run_dir)
-    best = load_best(run_dir)
+def load_detector(run_dir: str | Path, device: str = "auto"):
+    """The selected generator of a run as a detector in eval mode, with the run's config and Selection."""
+    from .devices import resolve_device
+    from .models import AnomalyDetector, build_generator
+
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    weights, selection = run.load_best()
     generator = build_generator(cfg.model)
     try:
-        generator.load_state_dict(best["generator"])
+        generator.load_state_dict(weights)
     except RuntimeError as err:
-        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        lines = str(err).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else str(err)
         raise RunError(
-            f"{Path(run_dir) / BEST}: its weights do not fit the generator that {Path(run_dir) / CONFIG} "
-            f"describes ({first})"
+            f"{run.best}: its weights do not fit the generator that {run.config} describes ({first})"
         ) from None
     detector = AnomalyDetector(generator).to(resolve_device(device)).eval()
-    return detector, cfg, {k: v for k, v in best.items() if k != "generator"}
-
-
-def load_calibration(run_dir: str | Path, selection: dict[str, Any]) -> dict[str, Any] | None:
-    """The threshold and heatmap scale fitted for the weights in best.pt (`selection` is its record).
-
-    None when the run has none yet, or when it belongs to other weights: a resumed run still training
-    has a newer best.pt than any calibration, and the two are never mixed.
-    """
-    path = Path(run_dir) / CALIBRATION
-    if not path.is_file():
-        return None
-    try:
-        calibration = json.loads(path.read_text())
-        fitted_for = calibration["selection"]["iteration"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise RunError(f"{path}: corrupt; refit it with `medsagan train --resume {run_dir}`") from None
-    return calibration if fitted_for == selection.get("iteration") else None
+    return detector, cfg, selection

@@ -8,9 +8,9 @@ from PIL import Image
 
 from ..config import DataConfig
 from ..errors import DataError
-from .dataset import holdout_count, unlabeled_counts
+from .dataset import check_leakage, holdout_count, unlabeled_counts
 from .readers import is_dicom
-from .sources import MEDAD_KEYS, POOLS, SHOWN, ArraySource, Source
+from .sources import MEDAD_KEYS, POOLS, ArraySource, Source
 
 CHECK_SIZE = 64  # decoding at any size validates a file the same way; 64 px keeps the check quick
 INTENSITY_SAMPLE = 200  # images, evenly spaced, whose pixels give the intensity statistics
@@ -67,17 +67,8 @@ def inspect(source: Source, cfg: DataConfig) -> dict:
     good = [h for h in examined if isinstance(h, tuple)]
     sizes, modes = Counter(size for size, _, _ in good), Counter(mode for _, mode, _ in good)
 
-    test = {d for key in ("test/0", "test/1") for d in map(source.digest, source.pools.get(key, []))}
-    train = [
-        (item, source.digest(item)) for key in POOLS if not key.startswith("test") for item in source.pools.get(key, [])
-    ]
-    leaked = [item for item, digest in train if digest in test]
-    if leaked:
-        shown = ", ".join(leaked[:SHOWN])
-        raise DataError(
-            f"{len(leaked)} training or validation images are byte-identical to test images "
-            f"(leakage): {shown}; remove them from one side"
-        )
+    digests = lambda keys: {source.digest(item): item for key in keys for item in source.pools.get(key, [])}  # noqa: E731
+    check_leakage(digests(("test/0", "test/1")), digests(k for k in POOLS if not k.startswith("test")), "test")
     return {
         "source": source.kind,
         "path": str(source.root),

@@ -1,4 +1,4 @@
-"""In-memory image sets and the training data of the paper's protocol (official-sagan.md §6.3).
+"""In-memory image sets and the training data of the paper's protocol (official data_loader.py at zzr728/SAGAN 2fa5bd7).
 
 Decoded images live as one uint8 tensor per role, cached on disk by source, ids, size and channels,
 so a second run starts at once and batches are slices of tensors, never per-image decoding.
@@ -7,7 +7,7 @@ so a second run starts at once and batches are slices of tensors, never per-imag
 import hashlib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import DataConfig, ModelConfig
+from ..config import Config, DataConfig
 from ..errors import DataError
 from ..files import atomic_torch_save, load_tensors
 from .sources import SHOWN, Source
@@ -66,6 +66,11 @@ class ImageSet:
 def to_model_range(images: Tensor) -> Tensor:
     """uint8 -> float in [-1, 1] (ToTensor then Normalize(0.5, 0.5), as the official loader)."""
     return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """The inverse of to_model_range for display: float in [-1, 1] -> uint8, rounded and clipped."""
+    return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def _decode_one(source: Source, item: str, size: int, channels: int) -> tuple[np.ndarray | None, str, str]:
@@ -135,8 +140,6 @@ def unlabeled_counts(pools: dict[str, list[str]], cfg: DataConfig, where: str = 
             raise DataError(f"data.unlabeled_size {size} exceeds the {available} images in unlabeled/")
         return 0, 0, size
     size = len(pools["train/0"]) if cfg.unlabeled_size < 0 else cfg.unlabeled_size
-    if not 0.0 <= cfg.anomaly_ratio <= 1.0:
-        raise DataError(f"data.anomaly_ratio must lie in [0, 1], got {cfg.anomaly_ratio}")
     normals, abnormals = len(pools.get("train/unlabeled/0", [])), len(pools.get("train/unlabeled/1", []))
     abnormal = int(size * cfg.anomaly_ratio)
     if abnormal <= abnormals and size - abnormal <= normals:
@@ -172,7 +175,7 @@ class TrainingData:
     """What a run trains and selects on. The test pools are not here: training never reads them.
 
     validation: "labelled" (val/0 against val/1), "aucp" (held-out normals against the unlabelled set,
-    the label-free AUC of Brainomaly, official-sagan.md §8.2) or "none".
+    the label-free AUC of Brainomaly (Siddiquee et al., WACV 2024)) or "none".
     """
 
     normal: ImageSet
@@ -182,10 +185,15 @@ class TrainingData:
     validation: str
     skipped: list[str]  # every unreadable image left out with --skip-bad, of any pool
 
+    def digests(self) -> dict[str, str]:
+        """Content digest -> id of every image the run trains or selects on (for leakage checks)."""
+        sets = (self.normal, self.unlabeled, self.val_normal, self.val_positive)
+        return {d: i for s in sets if s is not None for d, i in zip(s.digests, s.ids, strict=True)}
 
-def build_training_data(
-    source: Source, data: DataConfig, model: ModelConfig, seed: int, val_max: int, cache_dir: str | Path | None
-) -> TrainingData:
+
+def build_training_data(source: Source, cfg: Config, cache_dir: str | Path | None) -> TrainingData:
+    """The protocol's training pools and validation data of `cfg` from `source` (never its test pools)."""
+    data, model, seed, val_max = cfg.data, cfg.model, cfg.train.seed, cfg.evaluation.val_max_images
     pools = source.pools
     load = lambda ids, label: load_images(  # noqa: E731
         source, ids, label, model.image_size, model.channels, data.skip_bad, cache_dir
@@ -233,7 +241,7 @@ def _cap_index(n: int, cap: int) -> Tensor:
     return order[:cap].sort().values
 
 
-def load_split(source: Source, split: str, model: ModelConfig, skip_bad: bool, cache_dir) -> ImageSet:
+def load_split(source: Source, split: str, cfg: Config, cache_dir) -> ImageSet:
     """The labelled images of `split` ("test" or "val"), normals first; an error if either class is empty."""
     sets = []
     for label in (0, 1):
@@ -241,14 +249,20 @@ def load_split(source: Source, split: str, model: ModelConfig, skip_bad: bool, c
         if not ids:
             kind = "normal" if label == 0 else "abnormal"
             raise DataError(f"{source.describe()}: the {split} split has no {kind} images ({split}/{label} is empty)")
-        sets.append(load_images(source, ids, label, model.image_size, model.channels, skip_bad, cache_dir))
+        model = cfg.model
+        sets.append(load_images(source, ids, label, model.image_size, model.channels, cfg.data.skip_bad, cache_dir))
     return ImageSet.concat(*sets)
 
 
-def check_leakage(evaluated: ImageSet, training: Sequence[ImageSet]) -> None:
-    """Refuse evaluation images whose bytes are identical to a training or validation image."""
-    seen = {digest: path for s in training for digest, path in zip(s.digests, s.paths, strict=True)}
-    clashes = [(path, seen[d]) for d, path in zip(evaluated.digests, evaluated.paths, strict=True) if d in seen]
+def check_leakage(evaluated: Mapping[str, str], training: Mapping[str, str], what: str = "evaluation") -> None:
+    """Refuse `what` images whose bytes are identical to a training or validation image.
+
+    Both sides map a content digest to the image's id (or path), which the error names.
+    """
+    clashes = [(name, training[digest]) for digest, name in evaluated.items() if digest in training]
     if clashes:
         shown = "; ".join(f"{a} = {b}" for a, b in clashes[:SHOWN])
-        raise DataError(f"{len(clashes)} evaluation images are byte-identical to training images (leakage): {shown}")
+        raise DataError(
+            f"{len(clashes)} {what} images are byte-identical to training or validation images (leakage): {shown}; "
+            "remove them from one side"
+        )

@@ -13,12 +13,16 @@ Every source lists the same pools of image ids and decodes any id to uint8 [C, S
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import DataError
 from ..files import contained
 from .readers import SUFFIXES, is_dicom, load_resized, resize_uint8
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 POOLS = (
     "train/0",
@@ -320,7 +324,13 @@ class SyntheticSource(ArraySource):
         return f"synthetic (seed {self.seed}, {self.count} per pool, {self.size} px)"
 
 
-def open_source(
+def open_source(cfg: "Config") -> Source:
+    """The dataset a configuration names (data.path, data.source, ...)."""
+    data = cfg.data
+    return open_dataset(data.path, data.source, data.medmnist_task, data.synthetic_count, cfg.model.image_size)
+
+
+def open_dataset(
     path: str, source: str = "auto", medmnist_task: str = "", synthetic_count: int = 600, image_size: int = 64
 ) -> Source:
     """Detect the layout of `path` (or use `source`) and open it, with a clear error if it fits none."""

@@ -3,55 +3,114 @@
 import csv
 import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..data.dataset import build_training_data, check_leakage, load_split
 from ..data.sources import open_source
 from ..files import atomic_write_text
-from ..runs import cache_dir, load_calibration, load_detector
-from ..viz.plots import evaluation_figure
+from ..runs import Calibration, RunDir, Selection, load_detector
 from .metrics import at_threshold, summary
 from .scoring import OFFICIAL_NOTE, score_images
+from .thresholds import verdict
 
 DETERMINISTIC_NOTE = "eval mode under torch.inference_mode(): no random mask, deterministic, per-image"
+SCORE_NOTE = "mean over the image of |x - x'| / 2 (paper's L1 discrepancy, official solver.py)"
+METRICS_NOTE = "scikit-learn roc_auc_score and average_precision_score, abnormal = positive"
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "auto") -> dict:
-    """Score `split` ("test" or "val") with the run's selected generator; returns the metrics object."""
-    run_dir = Path(run_dir)
-    detector, cfg, selection = load_detector(run_dir, device)
-    cache = cache_dir(cfg, run_dir)
-    source = open_source(
-        cfg.data.path, cfg.data.source, cfg.data.medmnist_task, cfg.data.synthetic_count, cfg.model.image_size
-    )
-    images = load_split(source, split, cfg.model, cfg.data.skip_bad, cache)
-    training = build_training_data(source, cfg.data, cfg.model, cfg.train.seed, cfg.train.val_max_images, cache)
-    check_leakage(images, [training.normal, training.unlabeled])
+@dataclass
+class EvalResult:
+    """A split's metrics and how they were obtained (metrics.json), with the per-image scores behind them."""
+
+    split: str
+    auc: float
+    ap: float
+    n_normal: int
+    n_abnormal: int
+    checkpoint: Selection
+    calibration: Calibration | None
+    at_threshold: dict[str, float | int] | None
+    scoring: str
+    skipped_images: list[str]
+    output: Path
+    ids: list[str] = field(repr=False)
+    paths: list[str] = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    scores: np.ndarray = field(repr=False)
+
+    @property
+    def threshold(self) -> float | None:
+        return self.calibration.threshold.value if self.calibration else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """metrics.json's layout."""
+        metrics: dict[str, Any] = {
+            "split": self.split,
+            "auc": self.auc,
+            "ap": self.ap,
+            "n_normal": self.n_normal,
+            "n_abnormal": self.n_abnormal,
+        }
+        if self.calibration is not None:
+            metrics["at_threshold"] = {"threshold": self.calibration.threshold.to_dict(), **self.at_threshold}
+        metrics.update(
+            {
+                "checkpoint": self.checkpoint.to_dict(),
+                "scoring": self.scoring,
+                "score": SCORE_NOTE,
+                "metrics_from": METRICS_NOTE,
+                "skipped_images": self.skipped_images,
+                "output": str(self.output),
+            }
+        )
+        return metrics
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "auto") -> EvalResult:
+    """Score `split` ("test" or "val") with the run's selected generator; metrics written under RUN/evaluation/."""
+    from ..viz.plots import evaluation_figure
+
+    run = RunDir(run_dir)
+    detector, cfg, selection = load_detector(run.path, device)
+    cache = run.cache_dir(cfg)
+    source = open_source(cfg)
+    images = load_split(source, split, cfg, cache)
+    training = run.load_digests()
+    if training is None:  # a run of an older version: rebuild its training pools to know them
+        training = build_training_data(source, cfg, cache).digests()
+    check_leakage(dict(zip(images.digests, images.paths, strict=True)), training)
 
     scores = score_images(detector, images.images, official=official).scores
     labels = images.labels.numpy()
-    metrics = {"split": split, **summary(labels, scores)}
-    calibration = load_calibration(run_dir, selection)
-    threshold = calibration["threshold"] if calibration else None
-    if threshold:
-        metrics["at_threshold"] = {"threshold": threshold, **at_threshold(labels, scores, threshold["value"])}
-    metrics["checkpoint"] = selection
-    metrics["scoring"] = OFFICIAL_NOTE if official else DETERMINISTIC_NOTE
-    metrics["score"] = "mean over the image of |x - x'| / 2 (paper's L1 discrepancy, official solver.py)"
-    metrics["metrics_from"] = "scikit-learn roc_auc_score and average_precision_score, abnormal = positive"
-    metrics["skipped_images"] = images.skipped
-
-    out = run_dir / "evaluation" / (f"{split}-official" if official else split)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
-    atomic_write_text(
-        out / "scores.csv",
-        scores_csv(images.ids, images.paths, labels, scores, threshold["value"] if threshold else None),
+    calibration = run.load_calibration(selection)
+    counts = summary(labels, scores)
+    result = EvalResult(
+        split=split,
+        auc=counts["auc"],
+        ap=counts["ap"],
+        n_normal=counts["n_normal"],
+        n_abnormal=counts["n_abnormal"],
+        checkpoint=selection,
+        calibration=calibration,
+        at_threshold=at_threshold(labels, scores, calibration.threshold.value) if calibration else None,
+        scoring=OFFICIAL_NOTE if official else DETERMINISTIC_NOTE,
+        skipped_images=images.skipped,
+        output=run.evaluation(f"{split}-official" if official else split),
+        ids=images.ids,
+        paths=images.paths,
+        labels=labels,
+        scores=scores,
     )
-    evaluation_figure(labels, scores, metrics, threshold["value"] if threshold else None, out / "curves.png")
-    metrics["output"] = str(out)
-    return metrics
+    atomic_write_text(result.output / "metrics.json", json.dumps(result.to_dict(), indent=1))
+    atomic_write_text(
+        result.output / "scores.csv", scores_csv(images.ids, images.paths, labels, scores, result.threshold)
+    )
+    evaluation_figure(labels, scores, result.auc, result.ap, result.threshold, result.output / "curves.png")
+    return result
 
 
 def spreadsheet_safe(text: str) -> str:
@@ -68,12 +127,9 @@ def scores_csv(
     header = ["id", "path"] + (["label"] if labels is not None else []) + ["score"]
     writer.writerow(header + (["prediction"] if threshold is not None else []))
     for i, (item, path, score) in enumerate(zip(ids, paths, scores, strict=True)):
-        row = (
-            [spreadsheet_safe(item), spreadsheet_safe(path)]
-            + ([int(labels[i])] if labels is not None else [])
-            + [f"{score:.8g}"]
-        )
+        label = [int(labels[i])] if labels is not None else []
+        row = [spreadsheet_safe(item), spreadsheet_safe(path), *label, f"{score:.8g}"]
         if threshold is not None:
-            row.append("abnormal" if score >= threshold else "normal")
+            row.append(verdict(score, threshold))
         writer.writerow(row)
     return buffer.getvalue()

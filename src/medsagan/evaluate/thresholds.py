@@ -17,7 +17,13 @@ class Threshold:
     n_abnormal: int
 
     def to_dict(self) -> dict:
+        """The record stored in calibration.json."""
         return asdict(self)
+
+
+def verdict(score: float, threshold: float) -> str:
+    """The decision rule every command uses: a score at or above the threshold is abnormal."""
+    return "abnormal" if score >= threshold else "normal"
 
 
 def youden(normal: np.ndarray, abnormal: np.ndarray, fitted_on: str) -> Threshold:

@@ -9,6 +9,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..data.dataset import to_uint8
 from ..files import atomic_write
 
 COLORMAP = "jet"  # the official code's heatmap colour map (cv2 COLORMAP_JET)
@@ -17,9 +18,8 @@ PANEL_SIDE = 192
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
     """[C, S, S] in [-1, 1] -> uint8 [S, S, 3]."""
-    grey = np.clip((image + 1) / 2, 0, 1)
-    rgb = np.repeat(grey, 3, axis=0) if grey.shape[0] == 1 else grey
-    return (rgb.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    pixels = to_uint8(image)
+    return (np.repeat(pixels, 3, axis=0) if pixels.shape[0] == 1 else pixels).transpose(1, 2, 0)
 
 
 def overlay(image: np.ndarray, amap: np.ndarray, vmax: float) -> np.ndarray:

@@ -1,29 +1,34 @@
-"""Evaluation figures: ROC and precision-recall curves and the score histogram per class."""
+"""Evaluation figures: ROC and precision-recall curves and the score histogram per class.
+
+Drawn with matplotlib's object API (a Figure with the Agg canvas), so importing medsagan never touches
+the pyplot state or the backend of a notebook that uses it.
+"""
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from ..files import atomic_write
 
 
 def evaluation_figure(
-    labels: np.ndarray, scores: np.ndarray, metrics: dict, threshold: float | None, path: str | Path
+    labels: np.ndarray, scores: np.ndarray, auc: float, ap: float, threshold: float | None, path: str | Path
 ) -> Path:
-    fig, (roc_ax, pr_ax, hist_ax) = plt.subplots(1, 3, figsize=(13, 3.8))
+    """Write ROC, precision-recall and the score histograms by class (threshold drawn) as one PNG."""
+    fig = Figure(figsize=(13, 3.8))
+    FigureCanvasAgg(fig)
+    roc_ax, pr_ax, hist_ax = fig.subplots(1, 3)
     fpr, tpr, _ = roc_curve(labels, scores)
     roc_ax.plot(fpr, tpr, color="C3")
     roc_ax.plot([0, 1], [0, 1], ls=":", color="grey")
-    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, AUC {metrics['auc']:.3f}")
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC, AUC {auc:.3f}")
     precision, recall, _ = precision_recall_curve(labels, scores)
     pr_ax.step(recall, precision, where="post", color="C0")
     pr_ax.axhline(labels.mean(), ls=":", color="grey")
-    pr_ax.set(xlabel="recall", ylabel="precision", title=f"precision-recall, AP {metrics['ap']:.3f}")
+    pr_ax.set(xlabel="recall", ylabel="precision", title=f"precision-recall, AP {ap:.3f}")
     bins = np.linspace(scores.min(), scores.max(), 40)
     hist_ax.hist(scores[labels == 0], bins=bins, alpha=0.6, label="normal", color="C2")
     hist_ax.hist(scores[labels == 1], bins=bins, alpha=0.6, label="abnormal", color="C3")
@@ -32,6 +37,4 @@ def evaluation_figure(
     hist_ax.set(xlabel="anomaly score", ylabel="images", title="scores by class")
     hist_ax.legend()
     fig.tight_layout()
-    written = atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
-    plt.close(fig)
-    return written
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))

@@ -1,0 +1,33 @@
+"""Calibration of a trained detector on validation data: its decision threshold and heatmap colour scale."""
+
+import numpy as np
+
+from ..config import EvaluationConfig
+from ..data.dataset import TrainingData
+from ..models import AnomalyDetector
+from ..runs import Calibration, Selection
+from .scoring import score_images
+from .thresholds import normal_quantile, youden
+
+HEATMAP_QUANTILE = 0.999  # the colour scale tops out at this quantile of the validation normals' map pixels
+
+
+def calibrate(
+    detector: AnomalyDetector, data: TrainingData, cfg: EvaluationConfig, selection: Selection
+) -> Calibration:
+    """Youden's J on a labelled validation split, else a quantile of held-out (or training) normals."""
+    normals = data.val_normal if data.val_normal is not None else data.normal
+    fitted_on = {
+        "aucp": "held-out labelled normals",
+        "labelled": "labelled validation split",
+        "none": "training normals (no validation data)",
+    }[data.validation]
+    scored = score_images(detector, normals.images, keep_maps=True)
+    if data.validation == "labelled":
+        positive = score_images(detector, data.val_positive.images).scores
+        threshold = youden(scored.scores, positive, fitted_on)
+    else:
+        threshold = normal_quantile(scored.scores, cfg.threshold_specificity, fitted_on)
+    vmax = float(np.quantile(scored.maps, HEATMAP_QUANTILE))
+    rule = f"{HEATMAP_QUANTILE * 100:g}th percentile of anomaly-map pixels of the {fitted_on}"
+    return Calibration(threshold, vmax, rule, selection)
