@@ -54,17 +54,17 @@ def main() -> None:
         started = time.perf_counter()
         fit(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=False)
         seconds = time.perf_counter() - started
-        metrics = evaluate(run_dir)
+        result = evaluate(run_dir)
         results.append(
             {
                 "seed": seed,
-                "auc": metrics["auc"],
-                "ap": metrics["ap"],
+                "auc": result.auc,
+                "ap": result.ap,
                 "train_seconds": round(seconds),
-                "chosen_iteration": metrics["checkpoint"]["iteration"],
-                "aucp": metrics["checkpoint"]["value"],
-                "sensitivity": metrics["at_threshold"]["sensitivity"],
-                "specificity": metrics["at_threshold"]["specificity"],
+                "chosen_iteration": result.checkpoint.iteration,
+                "aucp": result.checkpoint.value,
+                "sensitivity": result.at_threshold["sensitivity"],
+                "specificity": result.at_threshold["specificity"],
                 "threads": torch.get_num_threads(),
             }
         )

@@ -1,5 +1,6 @@
-"""Test helpers that write real image files: PNG layouts and DICOMs made with pydicom."""
+"""Test helpers: the one tiny configuration, and real files (PNG layouts, Med-AD folders, DICOMs)."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,40 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
+
+from medsagan.config import Config, load_config, merge
+
+# The paper's architecture at width 4: the same modules, small enough for unit tests and CLI runs.
+TINY = {
+    "model": {"conv_dim": 4, "residual_blocks": 1, "d_conv_dim": 4, "image_size": 32},
+    "train": {"batch_size": 4, "iterations": 6, "validate_every": 3, "checkpoint_every": 2, "log_every": 2},
+    "data": {"path": "synthetic", "synthetic_count": 24},
+}
+
+
+def tiny_config(**sections) -> Config:
+    """TINY on the CPU, with some keys of some sections changed: tiny_config(train={"iterations": 4})."""
+    return load_config(overrides=merge(merge(TINY, {"train": {"device": "cpu"}}), sections))
+
+
+def tiny_args(**sections) -> list[str]:
+    """TINY (and changes to it) as the command line's KEY=VALUE overrides."""
+    values = merge(TINY, sections)
+    return [f"{section}.{key}={value}" for section, keys in values.items() for key, value in keys.items()]
+
+
+def write_medad_split(root: Path, pools: dict[str, list[str]]) -> Path:
+    """A Med-AD data.json at `root` listing `pools` (no images written)."""
+    root.mkdir(parents=True, exist_ok=True)
+    index = {
+        "train": {
+            "0": pools["train/0"],
+            "unlabeled": {"0": pools["train/unlabeled/0"], "1": pools["train/unlabeled/1"]},
+        },
+        "test": {"0": pools["test/0"], "1": pools["test/1"]},
+    }
+    (root / "data.json").write_text(json.dumps(index))
+    return root
 
 
 def write_png(path: Path, value: int | np.ndarray, size: int = 16, mode: str = "L") -> Path:

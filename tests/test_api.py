@@ -6,8 +6,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from conftest import tiny_config
-from helpers import write_dicom, write_png
+from helpers import tiny_config, write_dicom, write_png
 from medsagan import fit, load
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -9,21 +9,13 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from sklearn.metrics import average_precision_score, roc_auc_score
 
-from helpers import make_folder_dataset, write_dicom, write_png
+from helpers import make_folder_dataset, tiny_args, write_dicom, write_medad_split, write_png
 from medsagan.cli import main
 from medsagan.files import load_tensors
 
-TINY = [
-    "model.conv_dim=4",
-    "model.residual_blocks=1",
-    "model.d_conv_dim=4",
-    "model.image_size=32",
-    "train.batch_size=4",
-    "train.validate_every=4",
-    "train.checkpoint_every=4",
-    "data.synthetic_count=24",
-]
+TINY = tiny_args(train={"validate_every": 4, "checkpoint_every": 4})
 
 
 def run(*args):
@@ -52,11 +44,21 @@ def test_data_check_json_on_real_pneumonia(shared_data):
     assert report["unlabeled_set"]["normal"] == 280 and report["unlabeled_set"]["abnormal"] == 420
 
 
-def test_data_check_on_a_split_file_without_images_is_one_clear_error(shared_data):
-    result = run("data", "check", shared_data / "medad-splits" / "RSNA")
+def test_data_check_on_a_split_file_without_images_is_one_clear_error(tmp_path):
+    from medsagan.data.sources import read_split
+
+    result = run("data", "check", write_medad_split(tmp_path / "RSNA", read_split("rsna")))
     assert result.exit_code == 2
     assert "all 14863 images listed in data.json are missing" in result.output
     assert "Traceback" not in result.output
+
+
+def test_prepare_with_a_bundled_split_needs_no_split_file(tmp_path):
+    (tmp_path / "raw" / "non_glaucoma").mkdir(parents=True)
+    (tmp_path / "raw" / "suspicious_glaucoma").mkdir()
+    result = run("data", "prepare", "lag", tmp_path / "raw", "--out", tmp_path / "out", "--split", "lag")
+    assert result.exit_code == 2
+    assert "4854 of 4854 listed images are missing" in result.stderr  # the benchmark's LAG split, shipped
 
 
 def test_model_info_reports_the_paper_counts():
@@ -98,10 +100,12 @@ def test_evaluate_is_deterministic_and_writes_scores(trained):
     first = run("evaluate", trained, "--json")
     assert first.exit_code == 0, first.output
     metrics = json.loads(first.output)
-    assert 0 <= metrics["auc"] <= 1 and 0 <= metrics["ap"] <= 1
     assert metrics["n_normal"] == metrics["n_abnormal"] == 8
     rows = list(csv.DictReader((trained / "evaluation" / "test" / "scores.csv").open()))
     assert len(rows) == 16 and {"id", "path", "label", "score", "prediction"} <= set(rows[0])
+    labels, scores = [int(r["label"]) for r in rows], [float(r["score"]) for r in rows]
+    assert metrics["auc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)  # scores kept to 8 digits
+    assert metrics["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
     again = json.loads(run("evaluate", trained, "--json").output)
     assert again["auc"] == metrics["auc"]
     assert list(csv.DictReader((trained / "evaluation" / "test" / "scores.csv").open())) == rows

@@ -1,19 +1,19 @@
 import json
 
+from helpers import TINY as TINY_SECTIONS
+from medsagan.config import merge
 from medsagan.demo import run_demo
 
-TINY = {
-    "model": {"conv_dim": 4, "residual_blocks": 1, "d_conv_dim": 4, "image_size": 32},
-    "data": {"synthetic_count": 24},
-    "train": {"batch_size": 4, "validate_every": 2, "checkpoint_every": 2},
-}
+TINY = merge(TINY_SECTIONS, {"train": {"validate_every": 2, "checkpoint_every": 2}})
 
 
 def test_demo_trains_evaluates_draws_and_reuses_its_run(tmp_path):
     text = run_demo(tmp_path / "demo", iterations=4, device="cpu", progress=False, overrides=TINY)
     assert "test AUC" in text and str(tmp_path / "demo" / "panels") in text
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary["n_normal"] == summary["n_abnormal"] == 8 and 0 <= summary["test_auc"] <= 1
+    metrics = json.loads((tmp_path / "demo" / "run" / "evaluation" / "test" / "metrics.json").read_text())
+    assert summary["n_normal"] == summary["n_abnormal"] == 8 and summary["test_auc"] == metrics["auc"]
+    assert f"test AUC {metrics['auc']:.3f}, AP {metrics['ap']:.3f}" in text
     panels = sorted(p.name for p in (tmp_path / "demo" / "panels").iterdir())
     assert panels == [f"{kind}-{i}.png" for kind in ("highest", "lowest") for i in (1, 2, 3, 4)]
     best = tmp_path / "demo" / "run" / "best.pt"

@@ -14,21 +14,14 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from helpers import make_folder_dataset, write_dicom, write_png
+from helpers import TINY as TINY_SECTIONS
+from helpers import make_folder_dataset, tiny_args, tiny_config, write_dicom, write_png
 from medsagan.cli import main
+from medsagan.config import merge
 from medsagan.data.readers import MAX_PIXELS
 from medsagan.files import RunLock, load_tensors
 
-TINY = [
-    "model.conv_dim=4",
-    "model.residual_blocks=1",
-    "model.d_conv_dim=4",
-    "model.image_size=32",
-    "train.batch_size=4",
-    "train.validate_every=2",
-    "train.checkpoint_every=2",
-    "data.synthetic_count=24",
-]
+TINY = tiny_args(train={"validate_every": 2, "checkpoint_every": 2, "log_every": 50})
 
 
 def cli(*args):
@@ -200,11 +193,7 @@ def test_an_interrupted_start_resumes_from_zero_and_the_demo_continues(tmp_path,
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    overrides = {
-        "model": {"conv_dim": 4, "residual_blocks": 1, "d_conv_dim": 4, "image_size": 32},
-        "data": {"synthetic_count": 24},
-        "train": {"batch_size": 4, "validate_every": 2, "checkpoint_every": 2},
-    }
+    overrides = merge(TINY_SECTIONS, {"train": {"validate_every": 2, "checkpoint_every": 2}})
     with monkeypatch.context() as patch:
         patch.setattr(train_module, "critic_step", interrupt)
         with pytest.raises(KeyboardInterrupt):
@@ -219,11 +208,7 @@ def test_cli_resume_of_a_run_killed_before_its_first_checkpoint(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     args = train_args(out, data="synthetic")
-    from medsagan.config import load_config, parse_overrides
-
-    load_config(overrides=parse_overrides([*TINY, "data.path=synthetic", "train.iterations=4"])).save(
-        out / "config.yaml"
-    )
+    tiny_config(train={"iterations": 4}).save(out / "config.yaml")
     fails_in_one_line(cli(*args), "already holds a run", "--resume")
     result = cli("train", "--resume", out, "--no-progress")
     assert result.exit_code == 0, result.output

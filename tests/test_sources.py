@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import make_folder_dataset, write_png
+from helpers import make_folder_dataset, write_medad_split, write_png
 from medsagan.config import DataConfig
 from medsagan.data.check import inspect
 from medsagan.data.dataset import unlabeled_counts
@@ -20,25 +20,30 @@ def test_medad_pneumonia64_counts_and_protocol(shared_data):
 
 
 @pytest.mark.parametrize(
-    ("name", "expected"), [("RSNA", (1541, 2310, 0)), ("LAG", (600, 900, 0)), ("VinCXR", (1600, 2400, 0))]
+    ("name", "expected"), [("rsna", (1541, 2310, 0)), ("lag", (600, 900, 0)), ("vindr", (1600, 2400, 0))]
 )
-def test_protocol_on_the_benchmarks_real_split_files(shared_data, name, expected):
-    pools = read_split(shared_data / "medad-splits" / name / "data.json")
+def test_protocol_on_the_benchmarks_bundled_split_files(name, expected):
+    pools = read_split(name)
     assert unlabeled_counts(pools, DataConfig()) == expected
 
 
-def test_infeasible_ratio_is_refused_with_the_largest_that_works(shared_data):
-    pools = read_split(shared_data / "medad-splits" / "LAG" / "data.json")
+@pytest.mark.parametrize(("name", "folder"), [("rsna", "RSNA"), ("vindr", "VinCXR"), ("lag", "LAG")])
+def test_bundled_split_files_are_the_benchmarks_own(shared_data, name, folder):
+    assert read_split(name) == read_split(shared_data / "medad-splits" / folder / "data.json")
+
+
+def test_infeasible_ratio_is_refused_with_the_largest_that_works():
     with pytest.raises(DataError, match=r"largest ratio they can give at 1500 images is 0\.60"):
-        unlabeled_counts(pools, DataConfig(anomaly_ratio=0.8))
-    rsna = read_split(shared_data / "medad-splits" / "RSNA" / "data.json")
+        unlabeled_counts(read_split("lag"), DataConfig(anomaly_ratio=0.8))
+    rsna = read_split("rsna")
     assert unlabeled_counts(rsna, DataConfig(anomaly_ratio=0.0)) == (3851, 0, 0)
     assert unlabeled_counts(rsna, DataConfig(anomaly_ratio=0.8, unlabeled_size=1000)) == (200, 800, 0)
 
 
-def test_split_file_without_images_fails_saying_how_many_are_missing(shared_data):
+def test_split_file_without_images_fails_saying_how_many_are_missing(tmp_path):
+    write_medad_split(tmp_path, read_split("rsna"))  # a Med-AD root without its images
     with pytest.raises(DataError, match=r"all 14863 images listed in data.json are missing"):
-        open_dataset(str(shared_data / "medad-splits" / "RSNA"))
+        open_dataset(str(tmp_path))
 
 
 def medad(tmp_path, lists):

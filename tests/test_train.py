@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_config
+from helpers import tiny_config
 from medsagan.data import sampler as sampler_module
 from medsagan.errors import RunError
 from medsagan.files import load_tensors
@@ -98,7 +98,7 @@ def test_resume_refuses_fewer_iterations_than_done(tmp_path):
 
 
 def test_labelled_validation_selects_by_val_auc_and_youden_threshold(tmp_path):
-    from helpers import make_folder_dataset
+    from helpers import make_folder_dataset, tiny_config
 
     root = make_folder_dataset(tmp_path / "data", n=8, val=True)
     run = fit(tiny_config(data={"path": str(root)}), tmp_path / "run", progress=False)

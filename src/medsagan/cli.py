@@ -302,8 +302,8 @@ def data_check(path, source, medmnist_task, skip_bad, as_json, overrides):
 @click.option(
     "--split",
     "split_file",
-    type=click.Path(dir_okay=False, exists=True),
-    help="The benchmark's data.json (for example ../shared/data/medad-splits/RSNA/data.json).",
+    metavar="NAME|FILE",
+    help="The benchmark's split: rsna, vindr or lag (shipped with medsagan), or a data.json path.",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the split when no --split is given.")
 @click.option("--size", default=512, show_default=True, help="Side of the converted chest X-ray PNGs.")
@@ -311,7 +311,8 @@ def data_prepare(dataset, raw, out, split_file, seed, size):
     """Convert RSNA, VinDr-CXR or LAG downloads into the Med-AD layout with the benchmark's recipe.
 
     \b
-    medsagan data prepare rsna ~/kaggle/rsna --out data/RSNA --split ../shared/data/medad-splits/RSNA/data.json
+    medsagan data prepare rsna ~/kaggle/rsna --out data/RSNA --split rsna
+    medsagan data prepare lag ~/LAG --out data/LAG --split lag
     """
     from .data.prepare import prepare
 

@@ -139,7 +139,7 @@ def prepare(
     labels, files = READERS[dataset](raw)
     suffix = ".jpg" if dataset == "lag" else ".png"
     if split:
-        pools = read_split(Path(split))
+        pools = read_split(split)
         wanted = [Path(name).stem for names in pools.values() for name in names]
         missing = [raw / name for name in wanted if name not in files]
         if missing:

@@ -10,6 +10,7 @@ Every source lists the same pools of image ids and decodes any id to uint8 [C, S
     test/0, test/1      normal and abnormal test images
 """
 
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -91,15 +92,37 @@ class Source:
         return f"{self.kind} {self.root}"
 
 
-def read_split(index: Path) -> dict[str, list[str]]:
-    """The five lists of a Med-AD data.json, checked: keys there, lists of names, disjoint, required ones
-    non-empty, every name a relative path that stays inside the images folder."""
+# The benchmark's split files ship with medsagan (data/splits/NOTICE.md: source, commit and licence).
+BUNDLED_SPLITS = {"rsna": "rsna.json.gz", "vindr": "vindr.json.gz", "lag": "lag.json.gz"}
+
+
+def _split_text(index: str | Path) -> str:
+    if str(index).lower() in BUNDLED_SPLITS:
+        from importlib.resources import files
+
+        return gzip.decompress(
+            files(__package__).joinpath("splits", BUNDLED_SPLITS[str(index).lower()]).read_bytes()
+        ).decode()
     try:
-        split = json.loads(index.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return Path(index).read_text()
+    except UnicodeDecodeError as err:
         raise DataError(f"{index}: not valid JSON ({err})") from None
     except OSError as err:
-        raise DataError(f"{index}: cannot be read ({err.strerror or err})") from None
+        raise DataError(
+            f"{index}: cannot be read ({err.strerror or err}); give a data.json path or one of the bundled "
+            f"benchmark splits: {', '.join(BUNDLED_SPLITS)}"
+        ) from None
+
+
+def read_split(index: str | Path) -> dict[str, list[str]]:
+    """The five lists of a Med-AD data.json (a path, or "rsna", "vindr", "lag" for the bundled benchmark
+    splits), checked: keys there, lists of names, disjoint, required ones non-empty, every name a relative
+    path that stays inside the images folder."""
+    try:
+        split = json.loads(_split_text(index))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{index}: not valid JSON ({err})") from None
+    images = Path(index).parent / "images" if str(index).lower() not in BUNDLED_SPLITS else Path("images")
     pools = {}
     for key in MEDAD_KEYS:
         node = split
@@ -125,7 +148,7 @@ def read_split(index: Path) -> dict[str, list[str]]:
                     "(leakage); each image must be in one list"
                 )
             seen[name] = key
-            contained(index.parent / "images", name, f"{index} ({key.replace('/', '.')})")
+            contained(images, name, f"{index} ({key.replace('/', '.')})")
     return pools
 
 
