@@ -67,3 +67,53 @@ def test_numbers_in_exponent_form_are_numbers():
     assert cfg.train.lr_g == 1e-4 and cfg.train.iterations == 2000
     with pytest.raises(ConfigError, match=r"train\.iterations must be int, got 2500\.5"):
         load_config(overrides=parse_overrides(["train.iterations=2500.5"]))
+
+
+def test_config_is_frozen_and_replace_checks_again():
+    import dataclasses
+
+    cfg = load_config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.iterations = 5
+    assert cfg.replace(train={"iterations": 5}).train.iterations == 5 and cfg.train.iterations == 100_000
+    with pytest.raises(ConfigError, match=r"train\.iterations = 0 is out of range"):
+        cfg.replace(train={"iterations": 0})
+
+
+def test_choices_come_from_the_types_and_moved_keys_say_where():
+    from medsagan.config import choices
+
+    assert choices("data.source") == ("auto", "medad", "folder", "medmnist", "synthetic")
+    assert choices("loss.pseudo_anomaly") == ("fpi", "cutpaste")
+    with pytest.raises(ConfigError, match=r"loss\.pseudo_anomaly = 'blend' is not one of fpi, cutpaste"):
+        load_config(overrides={"loss": {"pseudo_anomaly": "blend"}})
+    with pytest.raises(ConfigError, match=r"has moved: set evaluation\.threshold_specificity"):
+        load_config(overrides={"train": {"threshold_specificity": 0.9}})
+
+
+def test_decay_is_a_share_of_the_run_and_is_saved_in_iterations():
+    cfg = load_config(preset="fast", overrides={"train": {"lr_schedule": "linear"}})
+    fixed = cfg.fixed_schedule().train
+    assert (fixed.lr_decay_start, fixed.lr_decay_length) == (1000, 1000)  # the last half of 2000 iterations
+    extended = cfg.fixed_schedule().replace(train={"iterations": 4000}).fixed_schedule().train
+    assert (extended.lr_decay_start, extended.lr_decay_length) == (1000, 1000)  # unchanged by a longer run
+    paper = load_config().fixed_schedule().train
+    assert (paper.lr_decay_start, paper.lr_decay_length) == (50_000, 50_000)  # official num_iters_decay
+
+
+def test_baseline_preset_is_brainomaly_without_the_restoration_loss():
+    cfg = load_config(preset="baseline")
+    assert cfg.model.architecture == "baseline" and cfg.loss.lambda_rec == 0.0
+
+
+def test_importing_medsagan_has_no_side_effects():
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; os.umask(0o027); import medsagan; after = os.umask(0o022);"
+        "print(after == 0o027, 'matplotlib.pyplot' in sys.modules, 'medsagan.train' in sys.modules,"
+        " callable(medsagan.evaluate))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False", "False", "True"]  # umask kept, no pyplot, training code not loaded

@@ -131,3 +131,28 @@ def test_run_records_absolute_data_paths_so_it_works_from_anywhere(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     fit(tiny_config(data={"path": "data"}, train={"iterations": 2}), tmp_path / "run", progress=False)
     assert RunDir(tmp_path / "run").load_config().data.path == str((tmp_path / "data").resolve())
+
+
+def test_an_extended_run_keeps_its_decay_schedule(tmp_path):
+    from medsagan.runs import RunDir
+
+    fit(tiny_config(train={"iterations": 8, "lr_schedule": "linear"}), tmp_path / "run", progress=False)
+    run = RunDir(tmp_path / "run")
+    assert (run.load_config().train.lr_decay_start, run.load_config().train.lr_decay_length) == (4, 4)
+    fit(run.resumed_config({"iterations": 12}), run.path, resume=True, progress=False)
+    saved = run.load_config().train
+    assert (saved.iterations, saved.lr_decay_start, saved.lr_decay_length) == (12, 4, 4)
+    assert lr_factor(saved)(6) == pytest.approx(0.5) and lr_factor(saved)(10) == 0.0
+
+
+def test_evaluate_checks_leakage_from_the_saved_digests_without_reloading_training_data(tmp_path, monkeypatch):
+    from medsagan.evaluate import report
+
+    run = fit(tiny_config(), tmp_path / "run", progress=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training pools reloaded")
+
+    monkeypatch.setattr(report, "build_training_data", refuse)
+    result = report.evaluate_run(run, device="cpu")
+    assert result.n_normal == result.n_abnormal == 8

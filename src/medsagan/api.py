@@ -55,8 +55,10 @@ class Model:
         return self.calibration.threshold.value if self.calibration else None
 
     def prepare(self, images) -> torch.Tensor:
-        """Paths, arrays [H, W] / [H, W, C] / [C, H, W] (uint8, or float in [0, 1]) or a tensor in [-1, 1]
-        -> uint8 or float tensor [N, C, S, S] at the model's size."""
+        """Images of any accepted kind as one tensor [N, C, S, S] at the model's size.
+
+        Accepts paths, arrays [H, W] / [H, W, C] / [C, H, W] (uint8, or float in [0, 1]) or a tensor in [-1, 1].
+        """
         size, channels = self.config.model.image_size, self.config.model.channels
         if isinstance(images, torch.Tensor):
             return images

@@ -24,6 +24,7 @@ class Command(click.Group):
     """
 
     def main(self, args=None, prog_name=None, **extra):
+        """Run the command line; exit with 0, 1 (a bug), 2 (a usage or input error) or 130."""
         argv = list(sys.argv[1:] if args is None else args)
         try:
             code = super().main(args=argv, prog_name=prog_name, standalone_mode=False, **extra)

@@ -1,5 +1,9 @@
-"""One typed configuration for a run: dataclass defaults (the paper's), then a preset, a YAML file and
-`key=value` overrides. Unknown keys are errors. The resolved config is saved with every run."""
+"""One typed configuration for a run, saved with every run.
+
+Layers: dataclass defaults (the paper's), then a preset, a YAML file and `key=value` overrides. Unknown keys
+and out-of-range values are errors. Defaults cite zzr728/SAGAN at commit 2fa5bd7 (main.py, solver.py,
+model.py, data_loader.py, train.sh) or the paper's section.
+"""
 
 import contextlib
 import dataclasses
@@ -121,7 +125,9 @@ class Config:
     def replace(self, **sections: dict[str, Any]) -> "Config":
         """A copy with some keys of some sections changed: `cfg.replace(train={"iterations": 10})`."""
         changed = {name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()}
-        return dataclasses.replace(self, **changed)
+        replaced = dataclasses.replace(self, **changed)
+        validate(replaced)
+        return replaced
 
     def with_absolute_paths(self) -> "Config":
         """A copy whose data paths are absolute, so a saved run works from any directory."""
@@ -183,6 +189,7 @@ SCALARS = {bool: (bool,), int: (int,), float: (int, float), str: (str, int, floa
 
 
 def to_plain(value: Any) -> Any:
+    """Tuples as lists, recursively, so a config dumps as plain YAML."""
     if isinstance(value, dict):
         return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -221,6 +228,7 @@ def yaml_problem(err: yaml.YAMLError) -> str:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping, with one clear error for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file or drop --config")
@@ -234,6 +242,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`update` laid over `base`, section by section (nested dicts merge; anything else replaces)."""
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -246,7 +255,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None, preset: str | None = None
 ) -> Config:
-    """defaults -> preset -> YAML file -> overrides; unknown keys and wrong types raise ConfigError."""
+    """Defaults -> preset -> YAML file -> overrides; unknown keys and wrong types raise ConfigError."""
     layered = merge(read_yaml(path) if path else {}, overrides or {})
     name = preset or layered.get("preset") or "paper"
     if name not in PRESETS:

@@ -6,7 +6,7 @@ from .errors import RunError
 
 
 def resolve_device(name: str) -> torch.device:
-    """ "auto" is the CUDA GPU when there is one; a device this machine lacks is a RunError."""
+    """The torch device `name` asks for: "auto" is the CUDA GPU when there is one; a missing one is a RunError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

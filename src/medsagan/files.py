@@ -38,10 +38,12 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 text atomically."""
     return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
+    """torch.save atomically: a killed process leaves the old file or the new one, never half of one."""
     return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
@@ -92,6 +94,7 @@ class RunLock:
         self.handle: IO[str] | None = None
 
     def acquire(self) -> "RunLock":
+        """Take the lock without waiting; a RunError naming the holder's process if it is taken."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
         try:
@@ -112,6 +115,7 @@ class RunLock:
         return self
 
     def release(self) -> None:
+        """Give the lock back (closing its file releases it)."""
         if self.handle is not None:
             self.handle.close()  # closing the descriptor releases the lock
             self.handle = None

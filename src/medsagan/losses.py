@@ -1,5 +1,8 @@
-"""The SAGAN objective (paper Eq. 3-7): WGAN-GP critic, and a generator trained by the adversarial term,
-the identity L1 on normals and the MSE restoring pseudo-anomalies to their normals."""
+"""The SAGAN objective (paper Eq. 3-7; zzr728/SAGAN solver.py at 2fa5bd7).
+
+A WGAN-GP critic, and a generator trained by the adversarial term, the identity L1 on normals and the MSE
+restoring pseudo-anomalies to their normals.
+"""
 
 from dataclasses import dataclass
 
@@ -46,8 +49,11 @@ class SAGANLoss:
         self.generator, self.critic, self.cfg, self.rng = generator, critic, cfg, rng
 
     def make_batch(self, normal: Tensor, unlabeled: Tensor, sources: Tensor | None = None) -> Batch:
-        """The step's images; FPI blends each normal with `sources` (other labelled normals, one per image),
-        or with another image of the batch when none are given."""
+        """The step's images, pseudo-anomalies included.
+
+        FPI blends each normal with `sources` (other labelled normals, one per image), or with another image of
+        the batch when none are given.
+        """
         options = {}
         if self.cfg.pseudo_anomaly == "fpi":
             options = {"core": self.cfg.fpi_core, "half_width": self.cfg.fpi_half_width, "sources": sources}

@@ -53,8 +53,11 @@ def panel_names(files: list[Path]) -> list[str]:
 
 
 def check_output_folder(out_dir: Path, dataset: str, inputs: list[Path]) -> None:
-    """Refuse an --out whose panels would be mistaken for data: inside the run's dataset or an input folder,
-    or a folder that already holds images and is not an earlier predict output."""
+    """Refuse an --out whose panels would be mistaken for data.
+
+    That is one inside the run's dataset or an input folder, or one that already holds images and is not an
+    earlier predict output.
+    """
     out = out_dir.resolve()
     folders = [Path(dataset).resolve()] if dataset and Path(dataset).is_dir() else []
     folders += [path.resolve() for path in inputs if path.is_dir()]

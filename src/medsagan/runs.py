@@ -120,6 +120,7 @@ class RunDir:
     # Training states -------------------------------------------------------------------------------------
 
     def state_path(self, iteration: int) -> Path:
+        """The file of the training state at `iteration`."""
         return self.checkpoints / f"state-{iteration:08d}.pt"
 
     def states(self) -> list[Path]:
@@ -161,6 +162,7 @@ class RunDir:
     # The selected weights and their calibration ------------------------------------------------------------
 
     def save_best(self, weights: dict[str, Any], selection: Selection) -> None:
+        """Write best.pt: the selected generator weights with their Selection."""
         atomic_torch_save(self.best, {"generator": weights, **selection.to_dict()})
 
     def load_best(self) -> tuple[dict[str, Any], Selection]:
@@ -176,6 +178,7 @@ class RunDir:
             raise RunError(f"{self.best}: not a medsagan checkpoint (no selection record in it)") from None
 
     def save_calibration(self, calibration: Calibration) -> None:
+        """Write calibration.json."""
         atomic_write_text(self.calibration, json.dumps(calibration.to_dict(), indent=1))
 
     def load_calibration(self, selection: Selection) -> Calibration | None:
@@ -197,10 +200,11 @@ class RunDir:
     # Training-image digests, for leakage checks without reloading the training pools -----------------------
 
     def save_digests(self, digests: dict[str, str]) -> None:
+        """Write the training images' digests (digest -> id)."""
         atomic_write_text(self.digests, json.dumps({"sha1": digests}))
 
     def load_digests(self) -> dict[str, str] | None:
-        """digest -> image id of every training and validation image; None for a run of an older version."""
+        """Digest -> image id of every training and validation image; None for a run of an older version."""
         if not self.digests.is_file():
             return None
         try:

@@ -43,7 +43,7 @@ def fpi_blend(
     half_width: tuple[float, float] = (0.05, 0.2),
     sources: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Foreign patch interpolation as the official SAGAN data loader makes it (official-sagan.md §4).
+    """Foreign patch interpolation as zzr728/SAGAN data_loader.py makes it (2fa5bd7).
 
     A square box whose centre is uniform in the central `core` share of the image and whose half-width
     is uniform in [half_width[0], half_width[1]) of the side, filled with alpha * source + (1 - alpha) * image,

@@ -47,6 +47,7 @@ def lr_factor(cfg: TrainConfig):
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate."""
     for group in optimizer.param_groups:
         group["lr"] = lr
 
@@ -116,6 +117,7 @@ class Trainer:
         return stats
 
     def state_dict(self) -> dict:
+        """Networks, optimisers, the sampler's place and the random streams."""
         return {
             "generator": self.generator.state_dict(),
             "critic": self.critic.state_dict(),
@@ -126,6 +128,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where `state_dict()` was taken."""
         self.generator.load_state_dict(state["generator"])
         self.critic.load_state_dict(state["critic"])
         for module, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d"), (self.sampler, "sampler")):
@@ -261,6 +264,7 @@ def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool) -> None
 
 
 def critic_step(objective: SAGANLoss, optimizer: torch.optim.Optimizer, batch, autocast) -> dict[str, torch.Tensor]:
+    """One critic update on `batch`; the loss tensors."""
     with autocast:
         loss, stats = objective.critic_loss(batch)
     optimizer.zero_grad(set_to_none=True)
@@ -288,14 +292,17 @@ class Meter:
         self.reset()
 
     def reset(self) -> None:
+        """Start a new window."""
         self.values, self.images, self.clock = defaultdict(list), 0, time.perf_counter()
 
     def add(self, stats: dict[str, torch.Tensor], images: int) -> None:
+        """Add one iteration's loss tensors and its images."""
         for key, value in stats.items():
             self.values[key].append(value)
         self.images += images
 
     def flush(self) -> dict[str, float]:
+        """The window's mean losses and images per second; starts a new window."""
         elapsed = max(time.perf_counter() - self.clock, 1e-9)
         # Losses stay tensors until here: no device synchronisation inside the training step.
         means = {k: torch.stack(v).float().mean().item() for k, v in self.values.items()}
@@ -305,6 +312,7 @@ class Meter:
 
 
 def write_record(log_file, record: dict) -> None:
+    """Append one JSON line to the log and flush it, so a killed run keeps what it logged."""
     log_file.write(json.dumps(record) + "\n")
     log_file.flush()
 

@@ -32,8 +32,10 @@ def _header(source: Source, item: str) -> tuple[str, str]:
 
 
 def _examine(source: Source, item: str, skip_bad: bool, keep: bool) -> tuple[str, str, np.ndarray | None] | str:
-    """Decode an image exactly as training does (`Source.decode`), then read its header: (size, mode, pixels
-    if `keep`), or the error text when `skip_bad` (else the DataError is raised)."""
+    """Decode an image exactly as training does (`Source.decode`), then read its header.
+
+    Returns (size, mode, pixels if `keep`), or the error text when `skip_bad` (else the DataError is raised).
+    """
     try:
         pixels = source.decode(item, CHECK_SIZE, 3)
     except DataError as err:
@@ -106,6 +108,7 @@ def intensity(decoded: list[np.ndarray], colour: bool) -> dict:
 
 
 def format_report(report: dict) -> str:
+    """The report of `inspect` as the text `data check` prints."""
     lines = [f"dataset   {report['description']}", "", f"{'pool':<22}{'images':>8}"]
     lines += [f"{key:<22}{count:>8}" for key, count in report["counts"].items()]
     unlabeled, protocol = report["unlabeled_set"], report["protocol"]

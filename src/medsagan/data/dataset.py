@@ -40,6 +40,7 @@ class ImageSet:
         return len(self.ids)
 
     def subset(self, index: Sequence[int] | Tensor) -> "ImageSet":
+        """The images at `index`, in that order (no skipped list: it belongs to the whole load)."""
         index = torch.as_tensor(index, dtype=torch.long)
         pick = index.tolist()
         return ImageSet(
@@ -53,6 +54,7 @@ class ImageSet:
 
     @staticmethod
     def concat(*sets: "ImageSet") -> "ImageSet":
+        """One set holding `sets` one after another."""
         return ImageSet(
             torch.cat([s.images for s in sets]),
             [i for s in sets for i in s.ids],
@@ -167,6 +169,7 @@ def _draw(ids: list[str], count: int, mode: str, seed: int) -> list[str]:
 
 
 def holdout_count(n: int, fraction: float) -> int:
+    """Labelled normals held out for validation: ceil(n x fraction), at least 1 and at most n - 1."""
     return 0 if fraction <= 0 else min(n - 1, max(1, math.ceil(n * fraction)))
 
 

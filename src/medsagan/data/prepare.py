@@ -1,6 +1,6 @@
 """`data prepare`: the original public downloads -> the Med-AD layout (images/ + data.json).
 
-The recipe is the benchmark's (DDAD-ASR data/preprocess_cxr.py, peers.md §1.4): chest X-ray DICOMs are
+The recipe is the benchmark's (caiyu6666/DDAD-ASR data/preprocess_cxr.py at b1b7d0f): chest X-ray DICOMs are
 read raw, MONOCHROME1 is inverted, non-8-bit pixels are min-max scaled to uint8, and the image is resized
 to 512 x 512 bilinear and saved as <DICOM name>.png. LAG fundus JPEGs are copied unchanged.
 """
@@ -86,9 +86,12 @@ def _numeric(stem: str) -> tuple[int, str]:
 
 
 def seeded_split(dataset: str, labels: dict[str, int], seed: int) -> dict[str, list[str]]:
-    """The benchmark's split rule: normals -> train/0, test/0, then unlabelled/0; abnormals -> test/1, then
-    unlabelled/1. LAG is ordered by image number (the benchmark's exact rule), the others shuffled with `seed`.
-    With fewer images than the benchmark, every count shrinks by the same factor."""
+    """The benchmark's split rule, with the benchmark's sizes.
+
+    Normals go to train/0, test/0, then unlabelled/0; abnormals to test/1, then unlabelled/1. LAG is ordered
+    by image number (the benchmark's exact rule), the others shuffled with `seed`.
+    With fewer images than the benchmark, every count shrinks by the same factor.
+    """
     plan = BENCHMARK[dataset]
     by_class = {c: sorted((k for k, v in labels.items() if v == c), key=_numeric) for c in (0, 1)}
     if dataset != "lag":

@@ -31,10 +31,12 @@ def _check_pixels(path: Path, width: int, height: int, frames: int = 1) -> None:
 
 
 def is_image_file(path: Path) -> bool:
+    """A file medsagan can read by its suffix (hidden files are not)."""
     return path.is_file() and path.suffix.lower() in SUFFIXES and not path.name.startswith(".")
 
 
 def is_dicom(path: Path) -> bool:
+    """DICOM by suffix, or for a file without a known suffix, by the DICM magic at byte 128."""
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
     if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -116,8 +118,10 @@ def read_dicom(path: str | Path) -> np.ndarray:
 
 
 def read_benchmark_dicom(path: str | Path) -> np.ndarray:
-    """The Med-AD conversion recipe (DDAD preprocess_cxr.py): raw pixels, MONOCHROME1 inverted as max - x,
-    min-max to uint8 unless already uint8; no modality or VOI LUT. -> uint8 [H, W]."""
+    """A DICOM as uint8 [H, W] by the Med-AD conversion recipe (DDAD-ASR data/preprocess_cxr.py).
+
+    Raw pixels, MONOCHROME1 inverted as max - x, min-max to uint8 unless already uint8; no modality or VOI LUT.
+    """
     ds, pixels = _dicom_pixels(Path(path))
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         pixels = pixels.max() - pixels
@@ -169,7 +173,7 @@ def read_image(path: str | Path, channels: int = 1) -> np.ndarray:
 
 
 def resize_plane(plane: np.ndarray, size: int) -> np.ndarray:
-    """float [H, W] in [0, 1] -> uint8 [size, size], PIL bilinear with antialiasing on the float values."""
+    """Float [H, W] in [0, 1] -> uint8 [size, size], PIL bilinear with antialiasing on the float values."""
     if plane.shape != (size, size):
         plane = np.asarray(Image.fromarray(plane.astype(np.float32)).resize((size, size), Image.BILINEAR))
     return np.clip(np.rint(plane * 255.0), 0, 255).astype(np.uint8)

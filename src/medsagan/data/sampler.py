@@ -64,5 +64,6 @@ class PairSampler:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`; the generator's state is restored by the caller."""
         self.normal_order, self.unlabeled_order = state["normal_order"], state["unlabeled_order"]
         self.position, self.epoch = int(state["position"]), int(state.get("epoch", 0))

@@ -57,6 +57,7 @@ SHOWN = 5
 
 
 def missing_error(where: Path, missing: list[Path], total: int) -> DataError:
+    """One error for missing listed images: how many, the first few, and where they come from."""
     shown = ", ".join(str(p) for p in missing[:3])
     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
     return DataError(
@@ -75,12 +76,15 @@ class Source:
         self.pools: dict[str, list[str]] = {}
 
     def path_of(self, item: str) -> Path | None:
+        """The file behind an id (None for images held in memory)."""
         return self.root / item
 
     def decode(self, item: str, size: int, channels: int) -> np.ndarray:
+        """The image `item` as uint8 [channels, size, size]."""
         return load_resized(self.path_of(item), size, channels)
 
     def digest(self, item: str) -> str:
+        """SHA-1 of the image's bytes: the same content gives the same digest, whatever its name."""
         return hashlib.sha1(self.path_of(item).read_bytes()).hexdigest()
 
     def stamp(self, item: str) -> str:
@@ -89,6 +93,7 @@ class Source:
         return f"{item}:{stat.st_size}:{stat.st_mtime_ns}"
 
     def describe(self) -> str:
+        """One line naming the dataset, for logs and reports."""
         return f"{self.kind} {self.root}"
 
 
@@ -115,9 +120,11 @@ def _split_text(index: str | Path) -> str:
 
 
 def read_split(index: str | Path) -> dict[str, list[str]]:
-    """The five lists of a Med-AD data.json (a path, or "rsna", "vindr", "lag" for the bundled benchmark
-    splits), checked: keys there, lists of names, disjoint, required ones non-empty, every name a relative
-    path that stays inside the images folder."""
+    """The five lists of a Med-AD data.json: a path, or "rsna", "vindr", "lag" for the bundled splits.
+
+    Checked: keys there, lists of names, disjoint, required ones non-empty, every name a relative path that
+    stays inside the images folder.
+    """
     try:
         split = json.loads(_split_text(index))
     except json.JSONDecodeError as err:
@@ -172,11 +179,15 @@ class MedADSource(Source):
             raise missing_error(root, missing, len(listed))
 
     def path_of(self, item: str) -> Path:
+        """Med-AD ids are file names inside images/."""
         return self.root / "images" / item
 
 
 class FolderSource(Source):
-    """normal/, unlabeled/ (flat, or normal/ + abnormal/ when known), test/{normal,abnormal}/, val/{normal,abnormal}/"""
+    """The folder layout.
+
+    normal/, unlabeled/ (flat, or normal/ + abnormal/ when known), test/{normal,abnormal}/, val/{normal,abnormal}/.
+    """
 
     kind = "folder"
 
@@ -248,21 +259,28 @@ class ArraySource(Source):
         return self.arrays[name][int(index)]
 
     def path_of(self, item: str) -> None:
+        """In-memory images have no file."""
         return None
 
     def decode(self, item: str, size: int, channels: int) -> np.ndarray:
+        """The image `item` as uint8 [channels, size, size]."""
         return resize_uint8(np.ascontiguousarray(self._array(item)), size, channels)
 
     def digest(self, item: str) -> str:
+        """SHA-1 of the image's bytes: the same content gives the same digest, whatever its name."""
         return hashlib.sha1(np.ascontiguousarray(self._array(item)).tobytes()).hexdigest()
 
     def stamp(self, item: str) -> str:
+        """In-memory images are identified by their id alone."""
         return item
 
 
 class MedMNISTSource(ArraySource):
-    """A MedMNIST v2 .npz: train normals split in half (labelled / unlabelled pool), train abnormals
-    unlabelled, val and test kept with their labels."""
+    """A MedMNIST v2 .npz file.
+
+    Train normals are split in half (labelled / unlabelled pool), train abnormals are unlabelled, val and test
+    keep their labels.
+    """
 
     kind = "medmnist"
 
@@ -326,6 +344,7 @@ class MedMNISTSource(ArraySource):
             )
 
     def describe(self) -> str:
+        """One line naming the dataset, for logs and reports."""
         return f"medmnist ({self.task}) {self.root}"
 
 
@@ -344,6 +363,7 @@ class SyntheticSource(ArraySource):
         self.count, self.size, self.seed = count, size, seed
 
     def describe(self) -> str:
+        """One line naming the dataset, for logs and reports."""
         return f"synthetic (seed {self.seed}, {self.count} per pool, {self.size} px)"
 
 

@@ -45,6 +45,7 @@ def at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> di
 
 
 def summary(labels: np.ndarray, scores: np.ndarray) -> dict[str, float | int]:
+    """AUC, AP and the class counts of one scored split."""
     return {
         "auc": auc(labels, scores),
         "ap": average_precision(labels, scores),

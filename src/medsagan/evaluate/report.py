@@ -44,6 +44,7 @@ class EvalResult:
 
     @property
     def threshold(self) -> float | None:
+        """The calibrated threshold the metrics at_threshold used, if any."""
         return self.calibration.threshold.value if self.calibration else None
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from .patches import code_bits, merge_patches, position_codes, split_patches
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
+    """The generator a model config describes: SAGAN's (ACM + ARRM) or Brainomaly's baseline."""
     if cfg.architecture == "baseline":
         return BrainomalyGenerator(cfg.image_size, cfg.channels, cfg.conv_dim, cfg.residual_blocks)
     return SAGANGenerator(
@@ -19,10 +20,12 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
 
 
 def build_critic(cfg: ModelConfig) -> Critic:
+    """The WGAN-GP critic a model config describes."""
     return Critic(cfg.image_size, cfg.channels, cfg.d_conv_dim, cfg.d_layers)
 
 
 def count_parameters(module: nn.Module) -> int:
+    """Number of parameters of a module."""
     return sum(p.numel() for p in module.parameters())
 
 

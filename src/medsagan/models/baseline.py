@@ -1,7 +1,8 @@
 """Brainomaly's generator (Siddiquee et al., WACV 2024), the "Baseline [22]" row of the paper's Table 3.
 
 StarGAN-style: 7x7 stem, two stride-2 downs, residual blocks, two ups and a 7x7 conv to a one-channel
-additive map; x' = tanh(x + map). No patches, codes, skips, attention or random mask (official-sagan.md §8.1).
+additive map; x' = tanh(x + map). No patches, codes, skips, attention or random mask (Brainomaly's
+official generator, the one SAGAN's model.py extends at zzr728/SAGAN 2fa5bd7).
 """
 
 from torch import Tensor, nn
@@ -35,7 +36,9 @@ class BrainomalyGenerator(nn.Module):
         )
 
     def additive_map(self, x: Tensor) -> Tensor:
+        """The additive map before tanh, [B, 1, S, S]."""
         return self.main(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        """X' = tanh(x + map)."""
         return restore(self.additive_map(x), x, self.mask_keep, self.training)

@@ -1,4 +1,4 @@
-"""Layers shared by the generators, named after the official layer table (official-sagan.md §1.3).
+"""Layers shared by the generators, named after zzr728/SAGAN model.py (2fa5bd7).
 
 Every InstanceNorm here keeps no running statistics: the official code never left training mode, so
 its published numbers come from per-instance statistics, and this makes `eval()` compute exactly that.
@@ -20,10 +20,12 @@ class InstanceNorm(nn.GroupNorm):
 
 
 def instance_norm(channels: int, affine: bool = True) -> InstanceNorm:
+    """Per-image, per-channel normalisation with running statistics off, as the official layers."""
     return InstanceNorm(channels, affine)
 
 
 def conv_norm_relu(in_ch: int, out_ch: int, kernel: int, stride: int, padding: int) -> nn.Sequential:
+    """Conv (no bias), InstanceNorm, ReLU: the official code's basic layer."""
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, kernel, stride, padding, bias=False), instance_norm(out_ch), nn.ReLU(inplace=True)
     )
@@ -62,6 +64,7 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """X plus the block's residual."""
         return x + self.main(x)
 
 
@@ -77,6 +80,7 @@ class DecoderBlock(nn.Module):
         self.residual = nn.Sequential(nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False), instance_norm(out_ch))
 
     def forward(self, z: Tensor) -> Tensor:
+        """The decoder level's output."""
         h = self.entry(z)
         return h + self.residual(h)
 
@@ -99,11 +103,12 @@ class AttentionGate(nn.Module):
         return self.coefficient(torch.relu(self.gating(gating) + self.skip(skip)))
 
     def forward(self, gating: Tensor, skip: Tensor) -> Tensor:
+        """The skip connection weighted by the attention map computed from `gating` and `skip`."""
         return skip * self.attention(gating, skip)
 
 
 def restore(additive_map: Tensor, x: Tensor, keep: float, training: bool) -> Tensor:
-    """x' = tanh(G(x) + x), where G(x) = I(x)*delta + (1 - delta)*x and delta ~ Bernoulli(keep) (paper Eq. 1-2).
+    """X' = tanh(G(x) + x), where G(x) = I(x)*delta + (1 - delta)*x and delta ~ Bernoulli(keep) (paper Eq. 1-2).
 
     The mask exists only in training mode: the official code also drew it at test time, which made its
     scores random. One delta per pixel, shared by the channels.

@@ -40,6 +40,7 @@ class AnomalyDetector(nn.Module):
         self.generator = generator
 
     def forward(self, x: Tensor) -> Restoration:
+        """Restore `x` and score it: a Restoration(score, anomaly_map, restored)."""
         restored = self.generator(x)
         amap = anomaly_map(x, restored)
         return Restoration(image_score(amap), amap, restored)

@@ -1,5 +1,8 @@
-"""The WGAN-GP critic (official-sagan.md §2): stride-2 4x4 convs with bias and LeakyReLU(0.01), no
-normalisation (a gradient penalty forbids batch statistics), and a 3x3 head to one channel."""
+"""The WGAN-GP critic: Discriminator in zzr728/SAGAN model.py at commit 2fa5bd7.
+
+Stride-2 4x4 convs with bias and LeakyReLU(0.01), no normalisation (a gradient penalty forbids batch
+statistics), and a 3x3 head to one channel.
+"""
 
 import math
 
@@ -32,4 +35,5 @@ class Critic(nn.Module):
         self.head = nn.Conv2d(width_in, 1, 3, 1, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
+        """The critic map D(x)."""
         return self.head(self.main(x))

@@ -1,4 +1,4 @@
-"""The SAGAN generator (paper Sec. 2, Fig. 2; layer table in official-sagan.md §1.3).
+"""The SAGAN generator (paper Sec. 2, Fig. 2; Generator in zzr728/SAGAN model.py, 2fa5bd7).
 
 Per patch: a three-level encoder with position codes (ACM), a residual bottleneck, a decoder whose
 U-Net skips are gated by attention and whose three levels are fused (ARRM), and a 7x7 conv to the
@@ -119,6 +119,7 @@ class SAGANGenerator(nn.Module):
         return merge_patches(self.to_map(self._decode(e1, e2, z)), self.patches)
 
     def forward(self, x: Tensor) -> Tensor:
+        """X' = tanh(map + x), the random mask on the map in training mode (paper Eq. 1)."""
         return restore(self.additive_map(x), x, self.mask_keep, self.training)
 
 

@@ -29,6 +29,7 @@ def multiply_adds(module: nn.Module, x: torch.Tensor) -> int:
 
 
 def describe(cfg: ModelConfig) -> dict:
+    """Parameter counts, input and output shapes and multiply-adds per image of both networks."""
     generator, critic = build_generator(cfg).eval(), build_critic(cfg).eval()
     x = torch.zeros(1, cfg.channels, cfg.image_size, cfg.image_size)
     g_macs, restored = multiply_adds(generator, x)

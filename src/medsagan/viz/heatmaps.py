@@ -47,4 +47,5 @@ def panel(image: np.ndarray, restored: np.ndarray, amap: np.ndarray, vmax: float
 
 
 def save_panel(path: str | Path, image: Image.Image) -> Path:
+    """Write a panel as PNG atomically."""
     return atomic_write(path, lambda handle: image.save(handle, format="PNG"))
