@@ -40,5 +40,5 @@ class BrainomalyGenerator(nn.Module):
         return self.main(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        """X' = tanh(x + map)."""
+        """The restoration x' = tanh(x + map)."""
         return restore(self.additive_map(x), x, self.mask_keep, self.training)

@@ -64,7 +64,7 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """X plus the block's residual."""
+        """The input plus the block's residual."""
         return x + self.main(x)
 
 
@@ -108,9 +108,10 @@ class AttentionGate(nn.Module):
 
 
 def restore(additive_map: Tensor, x: Tensor, keep: float, training: bool) -> Tensor:
-    """X' = tanh(G(x) + x), where G(x) = I(x)*delta + (1 - delta)*x and delta ~ Bernoulli(keep) (paper Eq. 1-2).
+    """The restoration x' = tanh(G(x) + x) (paper Eq. 1-2).
 
-    The mask exists only in training mode: the official code also drew it at test time, which made its
+    G(x) = I(x)*delta + (1 - delta)*x with delta ~ Bernoulli(keep). The mask exists only in training mode:
+    the official code also drew it at test time, which made its
     scores random. One delta per pixel, shared by the channels.
     """
     if training and keep < 1.0:

@@ -119,7 +119,7 @@ class SAGANGenerator(nn.Module):
         return merge_patches(self.to_map(self._decode(e1, e2, z)), self.patches)
 
     def forward(self, x: Tensor) -> Tensor:
-        """X' = tanh(map + x), the random mask on the map in training mode (paper Eq. 1)."""
+        """The restoration x' = tanh(map + x), the random mask on the map in training mode (paper Eq. 1)."""
         return restore(self.additive_map(x), x, self.mask_keep, self.training)
 
 
