@@ -1,6 +1,7 @@
 """Speed of training and scoring, per preset, on this machine's CPU (and GPU when there is one).
 
     python benchmarks/speed.py [--presets fast paper] [--device cpu] [--batch 32] [--steps 6]
+    torchrun --standalone --nproc-per-node 8 benchmarks/speed.py --presets paper --batch 256   # 8 GPUs
 
 Training speed counts whole iterations of the training loop's own Trainer.iteration with the preset's
 settings (a critic step every iteration with the gradient penalty, a generator step every n_critic-th with
@@ -17,6 +18,7 @@ import time
 import torch
 
 from medsagan.config import load_config
+from medsagan.distributed import SINGLE, World, local_device, start, world_from_env
 from medsagan.evaluate.scoring import score_images
 from medsagan.models import AnomalyDetector, build_generator, count_parameters
 from medsagan.train import Trainer
@@ -27,13 +29,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def training_speed(preset: str, device: torch.device, batch: int, steps: int) -> float:
-    """Iterations per second of the training loop's own Trainer.iteration, with the preset's settings."""
+def training_speed(preset: str, device: torch.device, batch: int, steps: int, world: World = SINGLE) -> float:
+    """Iterations per second of the training loop's own Trainer.iteration, with the preset's settings.
+
+    Under torchrun, `batch` is the global batch split across the ranks, as in `medsagan train`.
+    """
     cfg = load_config(preset=preset, overrides={"train": {"batch_size": batch}})
     size, channels = cfg.model.image_size, cfg.model.channels
     pool = max(batch, 64)
     images = lambda: torch.randint(0, 256, (pool, channels, size, size), dtype=torch.uint8)  # noqa: E731
-    trainer = Trainer(cfg, device, images(), images())
+    trainer = Trainer(cfg, device, images(), images(), world)
     for step in range(1, 3):
         trainer.iteration(step)  # warm-up
     sync(device)
@@ -63,10 +68,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args()
-    device = torch.device(args.device)
+    world = world_from_env()
+    device = local_device(torch.device(args.device), world)
+    start(world, device)
     for preset in args.presets:
         cfg = load_config(preset=preset)
-        iterations_per_s = training_speed(preset, device, args.batch, args.steps)
+        iterations_per_s = training_speed(preset, device, args.batch, args.steps, world)
+        if not world.is_main:
+            continue
         print(
             json.dumps(
                 {
@@ -75,6 +84,7 @@ def main() -> None:
                     if device.type == "cuda"
                     else platform.processor() or "cpu",
                     "threads": torch.get_num_threads(),
+                    "processes": world.size,
                     "batch": args.batch,
                     "generator_params": count_parameters(build_generator(cfg.model)),
                     "train_iterations_per_s": round(iterations_per_s, 3),

@@ -49,7 +49,7 @@ def test_critic_and_generator_losses_follow_equations_3_to_7():
     loss = SAGANLoss(generator, critic, cfg, torch.Generator().manual_seed(0))
     normal, unlabeled = torch.rand(4, 1, 4, 4), torch.rand(4, 1, 4, 4)
     pseudo = normal.flip(0)
-    batch = Batch(normal, unlabeled, pseudo, torch.zeros(4, 1, 4, 4))
+    batch = Batch(normal, unlabeled, pseudo, torch.zeros(4, 1, 4, 4), torch.rand(4))
 
     d_loss, d_stats = loss.critic_loss(batch)
     d = lambda x: critic(x).mean()  # noqa: E731

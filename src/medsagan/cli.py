@@ -122,6 +122,7 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
     medsagan train --config configs/medad-rsna.yaml --out runs/rsna train.batch_size=64
     medsagan train --resume runs/pneumonia            # after an interruption
     """
+    from .distributed import world_from_env
     from .runs import RunDir
     from .train import fit
 
@@ -145,7 +146,8 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
             click.echo(json.dumps(cfg.to_dict(), indent=1))
             return
         fit(cfg, Path(resume), resume=True, progress=not no_progress)
-        click.echo(f"run resumed and finished: {resume}")
+        if world_from_env().is_main:
+            click.echo(f"run resumed and finished: {resume}")
         return
     given = options(
         data={"path": data, "skip_bad": skip_bad}, train={"iterations": iterations, "device": device, "seed": seed}
@@ -161,7 +163,8 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
     if not out:
         raise click.UsageError("--out RUN is required: the directory the run is written to")
     fit(cfg, Path(out), progress=not no_progress)
-    click.echo(f"run finished: {out}\nnext: medsagan evaluate {out}")
+    if world_from_env().is_main:
+        click.echo(f"run finished: {out}\nnext: medsagan evaluate {out}")
 
 
 @main.command()

@@ -27,13 +27,18 @@ class Batch:
     """One training step's images, all [B, C, S, S] in [-1, 1].
 
     normal: labelled normals x_n; unlabeled: the normal/abnormal mixture x_u; pseudo: pseudo-anomalies x_p
-    made from `normal`, with their box mask.
+    made from `normal`, with their box mask; mix: the gradient penalty's interpolation weight per pair.
     """
 
     normal: Tensor
     unlabeled: Tensor
     pseudo: Tensor
     pseudo_mask: Tensor
+    mix: Tensor
+
+    def shard(self, world) -> "Batch":
+        """The slice of a global batch that one training process computes (distributed.World)."""
+        return Batch(*(world.shard(t) for t in (self.normal, self.unlabeled, self.pseudo, self.pseudo_mask, self.mix)))
 
 
 class SAGANLoss:
@@ -61,17 +66,18 @@ class SAGANLoss:
         if unlabeled.shape[0] == 0:
             # Paper Table 4 "0_u": with no unlabelled images the pseudo-anomalies play their part.
             unlabeled = pseudo
-        return Batch(normal, unlabeled, pseudo, mask)
+        n = min(normal.shape[0], unlabeled.shape[0])
+        mix = torch.rand(n, generator=self.rng, device=self.rng.device).to(normal.device)
+        return Batch(normal, unlabeled, pseudo, mask, mix)
 
     def critic_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """L_adv^D = E[D(x'_u)] - E[D(x_n)] + lambda_gp * GP (Eq. 7): real = normals, fake = restored unlabelled."""
         with torch.no_grad():
             fake = self.generator(batch.unlabeled)
         real = batch.normal
-        n = min(real.shape[0], fake.shape[0])
+        n = batch.mix.shape[0]
         wasserstein = self.critic(fake).mean() - self.critic(real).mean()
-        mix = torch.rand(n, generator=self.rng, device=self.rng.device).to(real.device)
-        penalty = gradient_penalty(self.critic, real[:n], fake[:n], mix)
+        penalty = gradient_penalty(self.critic, real[:n], fake[:n], batch.mix)
         loss = wasserstein + self.cfg.lambda_gp * penalty
         return loss, {"D/wasserstein": wasserstein.detach(), "D/gp": penalty.detach(), "D/loss": loss.detach()}
 

@@ -9,8 +9,10 @@ import logging
 import shutil
 import time
 from collections import defaultdict
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -20,10 +22,11 @@ from .data.dataset import TrainingData, build_training_data, to_model_range
 from .data.sampler import PairSampler
 from .data.sources import open_source
 from .devices import resolve_device
-from .errors import RunError
+from .distributed import SINGLE, World, check_batch, local_device, start, stop, world_from_env
+from .errors import MedsaganError, RunError
 from .evaluate.calibration import calibrate
 from .evaluate.selection import DESCRIPTIONS, validation_metric
-from .files import RunLock, atomic_write_text
+from .files import RunLock, atomic_write_text, load_tensors
 from .losses import SAGANLoss
 from .models import AnomalyDetector, build_critic, build_generator
 from .runs import RunDir, Selection
@@ -77,12 +80,20 @@ class Trainer:
     """The networks, optimisers, sampler and objective of one run, and one iteration of the paper's schedule.
 
     `iteration(step)` is what the loop and benchmarks/speed.py both run: a critic step every iteration, a
-    generator step every n_critic-th.
+    generator step every n_critic-th. Under torchrun every rank draws the same global batch and computes its
+    slice of it (see distributed.py).
     """
 
-    def __init__(self, cfg: Config, device: torch.device, normal_images: torch.Tensor, unlabeled_images: torch.Tensor):
+    def __init__(
+        self,
+        cfg: Config,
+        device: torch.device,
+        normal_images: torch.Tensor,
+        unlabeled_images: torch.Tensor,
+        world: World = SINGLE,
+    ):
         t = cfg.train
-        self.cfg, self.device = cfg, device
+        self.cfg, self.device, self.world = cfg, device, world
         self.normal_images, self.unlabeled_images = normal_images.to(device), unlabeled_images.to(device)
         self.generator = build_generator(cfg.model).to(device)
         self.critic = build_critic(cfg.model).to(device)
@@ -110,10 +121,10 @@ class Trainer:
                 to_model_range(self.normal_images[normal_index]),
                 to_model_range(self.unlabeled_images[unlabeled_index]),
                 to_model_range(self.normal_images[source_index]),
-            )
-        stats = critic_step(self.objective, self.opt_d, batch, self.autocast)
+            ).shard(self.world)
+        stats = critic_step(self.objective, self.opt_d, batch, self.autocast, self.world)
         if step % t.n_critic == 0:
-            stats.update(generator_step(self.objective, self.opt_g, batch, self.autocast))
+            stats.update(generator_step(self.objective, self.opt_g, batch, self.autocast, self.world))
         return stats
 
     def state_dict(self) -> dict:
@@ -162,23 +173,47 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
     """Train SAGAN as `cfg` says and write the run to `run_dir`; `resume=True` continues a stopped run.
 
     One process at a time writes a run: the folder is locked for the whole of training and calibration.
+    Under torchrun, rank 0 opens and writes the run and the others follow (distributed.py).
     """
-    run = RunDir(run_dir)
-    cfg = cfg.with_absolute_paths()
+    run, world = RunDir(run_dir), world_from_env()
+    cfg = cfg.with_absolute_paths().fixed_schedule()  # decay in iterations: a later --resume keeps it
+    check_batch(world, cfg.train.batch_size)
+    device = local_device(resolve_device(cfg.train.device), world)  # refused before any folder is made
+    start(world, device)
+    try:
+        with ExitStack() as held:
+            state, created, failure = None, False, None
+            if world.is_main:
+                try:
+                    state, created = _open(run, cfg, resume, held)
+                except MedsaganError as err:
+                    failure = err
+            # Every rank learns whether rank 0 opened the run, and from which iteration it continues.
+            begun = world.broadcast(str(failure) if failure else int(state["iteration"]) if state else 0)
+            if failure:
+                raise failure
+            if isinstance(begun, str):
+                raise RunError(f"rank {world.rank}: rank 0 could not open the run: {begun}")
+            if not world.is_main and begun:
+                state = load_tensors(run.state_path(begun), "medsagan training checkpoint")
+            try:
+                _train(cfg, run, state, progress and world.is_main, world, device)
+            except Exception:
+                if world.is_main and not resume and not run.states():
+                    _remove_failed_start(run.path, created)
+                raise
+    finally:
+        stop(world)
+    return run.path
+
+
+def _open(run: RunDir, cfg: Config, resume: bool, held: ExitStack) -> tuple[dict | None, bool]:
+    """Lock the run folder (held until `held` closes) and open it; (state to resume from, folder created)."""
     if resume and not run.config.is_file():
         raise RunError(f"{run}: nothing to resume (no config.yaml); start it with `medsagan train --out {run}`")
-    cfg = cfg.fixed_schedule()  # saved in iterations, so a later --resume with more keeps the decay
-    resolve_device(cfg.train.device)  # a device this machine lacks is refused before any folder is made
     created = not run.path.exists()
-    with run.lock():
-        state = open_run(run, cfg, resume)
-        try:
-            _train(cfg, run, state, progress)
-        except Exception:
-            if not resume and not run.states():
-                _remove_failed_start(run.path, created)
-            raise
-    return run.path
+    held.enter_context(run.lock())
+    return open_run(run, cfg, resume), created
 
 
 def _remove_failed_start(run_dir: Path, created: bool) -> None:
@@ -191,58 +226,68 @@ def _remove_failed_start(run_dir: Path, created: bool) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool) -> None:
+def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool, world: World, device: torch.device) -> None:
     t = cfg.train
-    device = resolve_device(t.device)
+    main = world.is_main
     torch.manual_seed(t.seed)
 
     # Load the training pools and the validation data; the test set is never read here.
     source = open_source(cfg)
+    if not main:
+        world.broadcast(None)  # wait for rank 0 to decode and cache the images, then read its cache
     data = build_training_data(source, cfg, run.cache_dir(cfg))
-    atomic_write_text(run.data, json.dumps(data_summary(data, source.describe()), indent=1))
-    run.save_digests(data.digests())
+    if main:
+        world.broadcast(None)
+        atomic_write_text(run.data, json.dumps(data_summary(data, source.describe()), indent=1))
+        run.save_digests(data.digests())
 
-    # Build the networks, their optimisers, the sampler and the objective.
-    trainer = Trainer(cfg, device, data.normal.images, data.unlabeled.images)
+    # Build the networks, their optimisers, the sampler and the objective (the same on every rank).
+    trainer = Trainer(cfg, device, data.normal.images, data.unlabeled.images, world)
     detector = AnomalyDetector(trainer.generator)
     description = DESCRIPTIONS[data.validation]
 
     # Resume: weights, optimisers, schedules, the sampler's place and every random stream.
-    start, best, best_weights = 0, Selection(0, None, None, description), {}
+    start_at, best, best_weights = 0, Selection(0, None, None, description), {}
     if state is not None:
         trainer.load_state_dict(state)
-        start, best_weights = int(state["iteration"]), state["best_generator"]
+        start_at, best_weights = int(state["iteration"]), state["best_generator"]
         best = Selection.from_dict({"selection": description, **state["best"]})
-        if best_weights:
+        if main and best_weights:
             run.save_best(best_weights, best)  # best.pt as it was at this checkpoint
-        else:
+        elif main:
             run.best.unlink(missing_ok=True)
-        log.info("resuming %s at iteration %d", run, start)
-    else:
+        if main:
+            log.info("resuming %s at iteration %d", run, start_at)
+    elif main:
         run.best.unlink(missing_ok=True)
-    _truncate_log(run.log, start)  # records after the checkpoint (or all, from 0) would be logged twice
+    if world.rank:
+        # The generator's mask draws from torch's global stream: each rank its own, derived from seed and rank.
+        torch.manual_seed(int(np.random.SeedSequence([t.seed, world.rank, start_at]).generate_state(1)[0]))
+    if main:
+        _truncate_log(run.log, start_at)  # records after the checkpoint (or all, from 0) would be logged twice
 
     # Train: the critic every iteration, the generator every n_critic iterations.
     trainer.generator.train()
     trainer.critic.train()
     meter = Meter()
-    bar = tqdm(total=t.iterations, initial=start, disable=not progress, unit="it", dynamic_ncols=True)
-    with open(run.log, "a") as log_file:
-        for step in range(start + 1, t.iterations + 1):
+    bar = tqdm(total=t.iterations, initial=start_at, disable=not progress, unit="it", dynamic_ncols=True)
+    with open(run.log, "a") if main else nullcontext() as log_file:
+        for step in range(start_at + 1, t.iterations + 1):
             meter.add(trainer.iteration(step), t.batch_size)
             bar.update(1)
             last = step == t.iterations
 
-            # Log the mean losses of the window and the throughput.
+            # Log the mean losses of the window (over every rank) and the throughput.
             if step % t.log_every == 0 or last:
-                record = {"iteration": step, **meter.flush(), "lr_g": trainer.opt_g.param_groups[0]["lr"]}
-                write_record(log_file, record)
+                record = {"iteration": step, **world.mean(meter.flush()), "lr_g": trainer.opt_g.param_groups[0]["lr"]}
+                if main:
+                    write_record(log_file, record)
                 shown = {"D/loss": "D", "G/loss": "G", "G/identity": "id", "G/restoration": "rec"}
                 postfix = {short: f"{record[key]:.3f}" for key, short in shown.items() if key in record}
                 bar.set_postfix({**postfix, "img/s": f"{record['images_per_s']:.0f}"})
 
-            # Validate and keep the best generator by the validation metric.
-            if step % t.validate_every == 0 or last:
+            # Validate (rank 0) and keep the best generator by the validation metric.
+            if main and (step % t.validate_every == 0 or last):
                 result = validation_metric(detector, data)
                 if result is None or best.value is None or result[1] > best.value:
                     best = Selection(step, result and result[0], result and result[1], description)
@@ -251,35 +296,38 @@ def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool) -> None
                 if result is not None:
                     write_record(log_file, {"iteration": step, result[0]: result[1], "best_iteration": best.iteration})
 
-            # Checkpoint the whole training state, the best weights so far included.
-            if step % t.checkpoint_every == 0 or last:
+            # Checkpoint the whole training state (rank 0), the best weights so far included.
+            if main and (step % t.checkpoint_every == 0 or last):
                 snapshot = {"iteration": step, **trainer.state_dict(), "best": best.to_dict()}
                 run.save_state(step, {**snapshot, "best_generator": best_weights}, t.keep_checkpoints)
     bar.close()
 
     # Done: calibrate the threshold and heatmap scale with the selected generator.
-    chosen = AnomalyDetector(build_generator(cfg.model).to(device))
-    chosen.generator.load_state_dict(best_weights)
-    run.save_calibration(calibrate(chosen, data, cfg.evaluation, best))
+    if main:
+        chosen = AnomalyDetector(build_generator(cfg.model).to(device))
+        chosen.generator.load_state_dict(best_weights)
+        run.save_calibration(calibrate(chosen, data, cfg.evaluation, best))
 
 
-def critic_step(objective: SAGANLoss, optimizer: torch.optim.Optimizer, batch, autocast) -> dict[str, torch.Tensor]:
-    """One critic update on `batch`; the loss tensors."""
+def critic_step(objective: SAGANLoss, optimizer, batch, autocast, world: World = SINGLE) -> dict[str, torch.Tensor]:
+    """One critic update on `batch` (gradients averaged over the ranks); the loss tensors."""
     with autocast:
         loss, stats = objective.critic_loss(batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    world.average_gradients(objective.critic)
     optimizer.step()
     return stats
 
 
-def generator_step(objective: SAGANLoss, optimizer: torch.optim.Optimizer, batch, autocast) -> dict[str, torch.Tensor]:
+def generator_step(objective: SAGANLoss, optimizer, batch, autocast, world: World = SINGLE) -> dict[str, torch.Tensor]:
     """One generator update; the critic's weights are frozen so no gradient is spent on them."""
     objective.critic.requires_grad_(False)
     with autocast:
         loss, stats = objective.generator_loss(batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    world.average_gradients(objective.generator)
     optimizer.step()
     objective.critic.requires_grad_(True)
     return stats
