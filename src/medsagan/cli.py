@@ -269,6 +269,24 @@ def model_info(config_file, preset, as_json, overrides):
         click.echo(f"{key:<28}{value}")
 
 
+@main.command("import-official")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
+@click.option("--data", default="", help="Dataset the run evaluates on (optional; set it to use `evaluate`).")
+@click.option("--image-size", default=64, show_default=True, help="Side the checkpoint was trained at.")
+def import_official_command(checkpoint, out, data, image_size):
+    """Turn a generator checkpoint of the official code (zzr728/SAGAN) into a medsagan run.
+
+    \b
+    medsagan import-official SAGAN_G_rsna.ckpt --out runs/official-rsna --data data/RSNA
+    medsagan evaluate runs/official-rsna
+    """
+    from .official import import_official
+
+    run = import_official(checkpoint, out, data, image_size)
+    click.echo(f"imported: {run}\nnext: medsagan predict {run} IMAGES... --out predictions/")
+
+
 @main.group()
 def data():
     """Inspect datasets and convert public downloads to the Med-AD layout."""
