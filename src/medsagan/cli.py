@@ -208,7 +208,7 @@ def evaluate(run, split, official_scoring, device, as_json):
 
 
 @main.command()
-@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.argument("run", type=click.Path(exists=True))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the CSV and panels.")
 @click.option("--device", default="auto", show_default=True)
@@ -218,8 +218,11 @@ def evaluate(run, split, official_scoring, device, as_json):
 def predict(run, paths, out, device, skip_bad, no_panels, vmax):
     """Score images, folders or DICOMs; write predictions.csv and a heatmap panel per image.
 
+    RUN is a run directory, or an ONNX file written by `medsagan export`.
+
     \b
     medsagan predict runs/pneumonia scans/ chest.png --out predictions/
+    medsagan predict pneumonia.onnx scans/ --out predictions/
     """
     from .predict import predict as run_predict
 
@@ -267,6 +270,26 @@ def model_info(config_file, preset, as_json, overrides):
         return
     for key, value in info.items():
         click.echo(f"{key:<28}{value}")
+
+
+@main.command("export")
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.option("--format", "fmt", type=click.Choice(["onnx", "safetensors"]), default="onnx", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+def export_command(run, fmt, out):
+    """Export the run's detector to ONNX, or its generator weights to safetensors.
+
+    ONNX: input `image`, outputs `score`, `anomaly_map`, `restored`. Both carry the config, the threshold
+    and the heatmap scale as metadata.
+
+    \b
+    medsagan export runs/pneumonia --out pneumonia.onnx
+    medsagan export runs/pneumonia --format safetensors --out pneumonia.safetensors
+    """
+    from .export import export
+
+    written = export(run, fmt, out)
+    click.echo(f"written: {written}")
 
 
 @main.command("import-official")

@@ -1,5 +1,6 @@
 """`predict`: score any files, folders or DICOMs with a trained run; a CSV and one heatmap panel per image."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from .data.readers import SUFFIXES, is_dicom, load_resized
 from .errors import DataError
 from .evaluate.calibration import HEATMAP_QUANTILE
 from .evaluate.report import scores_csv
-from .evaluate.scoring import score_images
+from .evaluate.scoring import Scores, score_images
 from .evaluate.thresholds import verdict
 from .files import atomic_write_text
 from .runs import RunDir, load_detector
@@ -76,6 +77,40 @@ def check_output_folder(out_dir: Path, dataset: str, inputs: list[Path]) -> None
             )
 
 
+@dataclass
+class RunModel:
+    """A run's selected detector with what predict needs from the run (the same fields as OnnxDetector)."""
+
+    detector: torch.nn.Module
+    image_size: int
+    channels: int
+    dataset: str
+    threshold: float | None
+    heatmap_vmax: float | None
+
+    def score(self, images: torch.Tensor) -> Scores:
+        """Deterministic scores, maps and restorations of uint8 images."""
+        return score_images(self.detector, images, keep_maps=True)
+
+
+def open_model(path: str | Path, device: str = "auto"):
+    """A run directory, or an ONNX file written by `medsagan export`, ready to score."""
+    if Path(path).suffix.lower() == ".onnx":
+        from .export import OnnxDetector
+
+        return OnnxDetector(path)
+    detector, cfg, selection = load_detector(path, device)
+    calibration = RunDir(path).load_calibration(selection)
+    return RunModel(
+        detector,
+        cfg.model.image_size,
+        cfg.model.channels,
+        cfg.data.path,
+        calibration.threshold.value if calibration else None,
+        calibration.heatmap_vmax if calibration else None,
+    )
+
+
 def predict(
     run_dir: str | Path,
     inputs: list[str | Path],
@@ -85,16 +120,19 @@ def predict(
     panels: bool = True,
     vmax: float | None = None,
 ) -> list[dict]:
-    """Score `inputs`; write predictions.csv and panels/<name>.png under `out_dir`. Returns one dict per image."""
+    """Score `inputs` with a run (or a model exported to ONNX); one dict per image.
+
+    Writes predictions.csv and panels/<name>.png under `out_dir`.
+    """
     out_dir = Path(out_dir)
-    detector, cfg, selection = load_detector(run_dir, device)
-    check_output_folder(out_dir, "" if cfg.data.path == "synthetic" else cfg.data.path, [Path(p) for p in inputs])
-    calibration = RunDir(run_dir).load_calibration(selection)
-    threshold = calibration.threshold.value if calibration else None
+    model = open_model(run_dir, device)
+    dataset = "" if model.dataset == "synthetic" else model.dataset
+    check_output_folder(out_dir, dataset, [Path(p) for p in inputs])
+    threshold = model.threshold
     files, arrays, skipped = [], [], []
     for path in expand_inputs(inputs):
         try:
-            arrays.append(load_resized(path, cfg.model.image_size, cfg.model.channels))
+            arrays.append(load_resized(path, model.image_size, model.channels))
             files.append(path)
         except DataError as err:
             if not skip_bad:
@@ -102,10 +140,10 @@ def predict(
             skipped.append(str(err))
     if not files:
         raise DataError("no readable images among the inputs" + (f"; skipped: {skipped[0]}" if skipped else ""))
-    result = score_images(detector, torch.from_numpy(np.stack(arrays)), keep_maps=True)
+    result = model.score(torch.from_numpy(np.stack(arrays)))
     if vmax is None:
         # Without a calibration (a run still training) the colour scale comes from these images' own maps.
-        vmax = calibration.heatmap_vmax if calibration else float(np.quantile(result.maps, HEATMAP_QUANTILE))
+        vmax = model.heatmap_vmax or float(np.quantile(result.maps, HEATMAP_QUANTILE))
     names = panel_names(files)
     atomic_write_text(
         out_dir / PREDICTIONS,
