@@ -272,6 +272,26 @@ def model_info(config_file, preset, as_json, overrides):
         click.echo(f"{key:<28}{value}")
 
 
+@main.command()
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="HTML file (default RUN/report-SPLIT.html).")
+@click.option("--device", default="auto", show_default=True)
+def report(run, split, out, device):
+    """Write one self-contained HTML report of a run.
+
+    Curves with 95 % intervals, operating points, heatmap galleries, training curves, the configuration
+    and the data, in one file that opens from disk.
+
+    \b
+    medsagan report runs/pneumonia
+    medsagan report runs/pneumonia --out pneumonia.html
+    """
+    from .viz.report import build_report
+
+    click.echo(f"written: {build_report(run, split, out, device)}")
+
+
 @main.command("export")
 @click.argument("run", type=click.Path(file_okay=False, exists=True))
 @click.option("--format", "fmt", type=click.Choice(["onnx", "safetensors"]), default="onnx", show_default=True)

@@ -5,18 +5,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .config import load_config, merge
-from .data.dataset import to_model_range
 from .data.sources import open_source
 from .errors import RunError
 from .evaluate.report import evaluate_run
-from .evaluate.scoring import score_images
 from .files import atomic_write_text
 from .runs import RunDir, load_detector
 from .train import fit
-from .viz.heatmaps import panel, save_panel
+from .viz.heatmaps import gallery, save_panel
 
 DEMO_ITERATIONS = 250  # 7.4 min for the whole demo on 2 slow CPU cores, under the 10 minutes promised (README)
 SHOWN = 4
@@ -57,19 +54,17 @@ def run_demo(
     detector, cfg, _ = load_detector(run.path, device)
     source = open_source(cfg)
     order = np.argsort(-result.scores, kind="stable")
-    picks = {"highest": order[:SHOWN], "lowest": order[::-1][:SHOWN]}
     written = []
-    for rank_name, indices in picks.items():
-        images = torch.from_numpy(
-            np.stack([source.decode(result.ids[i], cfg.model.image_size, cfg.model.channels) for i in indices])
-        )
-        restored = score_images(detector, images, keep_maps=True)
-        for rank, (i, map_, back) in enumerate(zip(indices, restored.maps, restored.restored, strict=True), 1):
-            truth = "abnormal" if int(result.labels[i]) == 1 else "normal"
-            caption = f"{rank_name} #{rank}: score {result.scores[i]:.4f}, truly {truth}"
-            image = to_model_range(images[rank - 1]).numpy()
-            target = out / "panels" / f"{rank_name}-{rank}.png"
-            written.append(save_panel(target, panel(image, back, map_, result.calibration.heatmap_vmax, caption)))
+    for rank_name, picks in (("highest", order[:SHOWN]), ("lowest", order[::-1][:SHOWN])):
+        truth = ["abnormal" if int(result.labels[i]) == 1 else "normal" for i in picks]
+        captions = [
+            f"{rank_name} #{rank}: score {result.scores[i]:.4f}, truly {label}"
+            for rank, (i, label) in enumerate(zip(picks, truth, strict=True), 1)
+        ]
+        ids = [result.ids[i] for i in picks]
+        panels = gallery(detector, source, cfg, ids, captions, result.calibration.heatmap_vmax)
+        for rank, image in enumerate(panels, 1):
+            written.append(save_panel(out / "panels" / f"{rank_name}-{rank}.png", image))
 
     seconds = time.perf_counter() - started
     summary = {

@@ -9,7 +9,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..data.dataset import to_uint8
+from ..data.dataset import to_model_range, to_uint8
 from ..files import atomic_write
 
 COLORMAP = "jet"  # the official code's heatmap colour map (cv2 COLORMAP_JET)
@@ -49,3 +49,24 @@ def panel(image: np.ndarray, restored: np.ndarray, amap: np.ndarray, vmax: float
 def save_panel(path: str | Path, image: Image.Image) -> Path:
     """Write a panel as PNG atomically."""
     return atomic_write(path, lambda handle: image.save(handle, format="PNG"))
+
+
+def gallery(detector, source, cfg, ids: list[str], captions: list[str], vmax: float | None) -> list[Image.Image]:
+    """Panels of a few already-scored images: only these are decoded and restored again, for their maps.
+
+    `vmax` None (a run without calibration) scales the colours by these images' own maps.
+    """
+    import torch
+
+    from ..evaluate.scoring import score_images
+
+    if not ids:
+        return []
+    size, channels = cfg.model.image_size, cfg.model.channels
+    images = torch.from_numpy(np.stack([source.decode(item, size, channels) for item in ids]))
+    restored = score_images(detector, images, keep_maps=True)
+    vmax = vmax if vmax is not None else float(np.quantile(restored.maps, 0.999))
+    return [
+        panel(to_model_range(images[i]).numpy(), restored.restored[i], restored.maps[i], vmax, captions[i])
+        for i in range(len(ids))
+    ]

@@ -1,0 +1,69 @@
+"""The HTML report: its numbers are the evaluation's, it is self-contained, and a real browser renders it."""
+
+import html
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from helpers import tiny_config
+from medsagan.cli import main
+from medsagan.train import fit
+from medsagan.viz.report import bootstrap_intervals
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    base = tmp_path_factory.mktemp("report")
+    run = fit(tiny_config(train={"log_every": 2}), base / "run", progress=False)
+    result = CliRunner().invoke(main, ["report", str(run), "--out", str(base / "report.html")])
+    assert result.exit_code == 0, result.output
+    return run, base / "report.html"
+
+
+def test_report_holds_the_evaluations_numbers_and_is_self_contained(report):
+    run, page = report
+    text = page.read_text()
+    metrics = json.loads((run / "evaluation" / "test" / "metrics.json").read_text())
+    assert f'<b id="auc">{metrics["auc"]:.3f}</b>' in text and f'<b id="ap">{metrics["ap"]:.3f}</b>' in text
+    threshold = metrics["at_threshold"]
+    assert f"<td>{threshold['threshold']['value']:.5f}</td><td>{threshold['sensitivity']:.3f}</td>" in text
+    assert text.count('class="panel"') >= 8 and "specificity 0.95 on this split" in text
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing fetched from a network
+    shown = html.unescape(text)
+    assert "preset: paper" in shown and '"labelled_normals"' in shown and '"torch"' in shown
+
+
+def test_bootstrap_intervals_are_seeded_and_cover_the_estimate():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(100, int), np.ones(100, int)]
+    scores = rng.normal(size=200) + labels
+    first, second = bootstrap_intervals(labels, scores), bootstrap_intervals(labels, scores)
+    assert first == second and first["resamples"] == 2000
+    low, high = first["auc"]
+    from sklearn.metrics import roc_auc_score
+
+    assert low < roc_auc_score(labels, scores) < high and 0.05 < high - low < 0.2
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (.ci/run installs it)")
+def test_the_report_renders_in_a_headless_browser(report, tmp_path):
+    _, page = report
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert "<title>medsagan report: run (test)</title>" in dom.stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [*browser, f"--screenshot={shot}", "--window-size=1300,1400", page.as_uri()], capture_output=True, timeout=120
+    )
+    shutil.copy(shot, page.parent / "screenshot.png")
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=float)
+    assert pixels.shape[:2] == (1400, 1300)
+    assert pixels.std() > 20 and (pixels < 100).mean() > 0.01  # text, curves and panels, not a blank page
