@@ -292,6 +292,27 @@ def report(run, split, out, device):
     click.echo(f"written: {build_report(run, split, out, device)}")
 
 
+@main.command()
+@click.argument("run", type=click.Path(exists=True))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (this machine only).")
+@click.option("--port", default=8000, show_default=True)
+@click.option("--allow-remote", is_flag=True, help="Allow a --host that other machines can reach.")
+@click.option("--device", default="auto", show_default=True)
+def serve(run, host, port, allow_remote, device):
+    """Serve a local web app: drop images, see score, verdict and heatmap; POST /predict for scripts.
+
+    RUN is a run directory or an exported ONNX file.
+
+    \b
+    medsagan serve runs/pneumonia              # then open http://127.0.0.1:8000
+    curl -F file=@chest.png http://127.0.0.1:8000/predict
+    """
+    from .serve import serve as run_server
+
+    click.echo(f"serving {run} on http://{host}:{port} (Ctrl-C to stop)")
+    run_server(run, host, port, allow_remote, device)
+
+
 @main.command("export")
 @click.argument("run", type=click.Path(file_okay=False, exists=True))
 @click.option("--format", "fmt", type=click.Choice(["onnx", "safetensors"]), default="onnx", show_default=True)

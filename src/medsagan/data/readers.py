@@ -67,11 +67,13 @@ def _dicom_output_range(ds, pixels: np.ndarray) -> tuple[float, float]:
     return float(pixels.min()), float(pixels.max())
 
 
-def _dicom_pixels(path: Path):
+def _dicom_pixels(source, name=None):
+    """The dataset and pixel array of a DICOM file or file object; errors name `name` (default the path)."""
+    path = name or source
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(source)
     except Exception as err:
         raise DataError(f"{path}: not a readable DICOM file ({err}); {BAD_HINT}") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
@@ -94,15 +96,14 @@ def _dicom_pixels(path: Path):
     return ds, pixels
 
 
-def read_dicom(path: str | Path) -> np.ndarray:
+def read_dicom(path, name: str | None = None) -> np.ndarray:
     """DICOM display pipeline: modality LUT, then VOI LUT or window, then MONOCHROME1 inversion -> [H, W] in [0, 1].
 
     Colour DICOMs (RGB, YBR) are converted to grey luma.
     """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut, convert_color_space
 
-    path = Path(path)
-    ds, pixels = _dicom_pixels(path)
+    ds, pixels = _dicom_pixels(path if hasattr(path, "read") else Path(path), name)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if int(ds.get("SamplesPerPixel", 1)) > 1:
         if photometric.startswith("YBR"):
@@ -133,10 +134,11 @@ def read_benchmark_dicom(path: str | Path) -> np.ndarray:
     return pixels
 
 
-def _open(path: Path) -> Image.Image:
-    """Open and fully decode an image file; any failure is a DataError that names the file."""
+def _open(path, name: str | None = None) -> Image.Image:
+    """Open and fully decode an image file (or file object); any failure is a DataError that names it."""
+    source, path = path, name or path
     try:
-        image = Image.open(path)
+        image = Image.open(source)
         _check_pixels(path, *image.size)
         image.load()
     except Image.DecompressionBombError:
@@ -187,6 +189,31 @@ def resize_uint8(array: np.ndarray, size: int, channels: int) -> np.ndarray:
         image = image.resize((size, size), Image.BILINEAR)
     out = np.asarray(image, dtype=np.uint8)
     return out[None] if channels == 1 else out.transpose(2, 0, 1).copy()
+
+
+HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I", "F")
+SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"BM": "BMP"}
+
+
+def sniff(data: bytes) -> str | None:
+    """The format of a file's bytes by their signature (DICOM by its preamble), or None."""
+    if data[128:132] == b"DICM":
+        return "DICOM"
+    return next((kind for magic, kind in SIGNATURES.items() if data.startswith(magic)), None)
+
+
+def decode_bytes(data: bytes, name: str, size: int, channels: int) -> np.ndarray:
+    """An uploaded file's bytes -> uint8 [channels, size, size], decoded in memory as load_resized decodes files."""
+    import io
+
+    if sniff(data) == "DICOM":
+        planes = np.repeat(read_dicom(io.BytesIO(data), name)[None], channels, axis=0)
+    else:
+        image = _open(io.BytesIO(data), name)
+        if image.mode not in HIGH_DEPTH:
+            return resize_uint8(np.asarray(image.convert("L" if channels == 1 else "RGB")), size, channels)
+        planes = np.repeat(_float_from_pil(image)[None], channels, axis=0)
+    return np.stack([resize_plane(plane, size) for plane in planes])
 
 
 def load_resized(path: str | Path, size: int, channels: int) -> np.ndarray:
