@@ -15,7 +15,7 @@ from .runs import RunDir, load_detector
 from .train import fit
 from .viz.heatmaps import gallery, save_panel
 
-DEMO_ITERATIONS = 250  # 7.4 min for the whole demo on 2 slow CPU cores, under the 10 minutes promised (README)
+DEMO_ITERATIONS = 250  # 6.2 min for the whole demo on 2 CPU cores (README), under the 10 minutes promised
 SHOWN = 4
 
 
