@@ -1,13 +1,16 @@
 """Accuracy on real chest X-rays: train on ../shared/data/medad-pneumonia64 (the paper's Med-AD layout and
 protocol: 700 labelled normals, 280 + 420 unlabelled) and report test AUC and AP over several seeds.
 
-    python benchmarks/pneumonia64.py [--iterations 2000] [--seeds 0 1 2] [--preset fast] [KEY=VALUE ...]
+    python benchmarks/pneumonia64.py [--iterations N] [--seeds 0 1 2] [--preset fast] [--data PATH] [KEY=VALUE ...]
+    python benchmarks/pneumonia64.py --tag small data.labeled_size=200 data.unlabeled_size=200   # small-data row
+    python benchmarks/pneumonia64.py --tag breast --data ../shared/data/breastmnist/breastmnist.npz
 
-Each seed is a full run: training with selection on held-out normals (AUCp), a threshold fitted on them,
-then one evaluation on the 234 + 390 test images. Writes benchmarks/runs/<tag>/summary.json and prints a
+Each seed is a full run: training with label-free selection (held-out normals against held-out unlabelled
+images) or, where the data has one, a labelled val split; a threshold fitted on validation data; then the
+test split, read after training, for the chosen checkpoint (`medsagan evaluate`) and, for the per-seed plot
+only, for every checkpoint kept (trajectory.py). Writes benchmarks/runs/<tag>/summary.json and prints a
 Markdown row with mean and sample standard deviation. A seed whose run has finished (seedN/benchmark.json)
-is read back, not retrained, so seeds can train as separate processes (OMP_NUM_THREADS=1 each, one
-`--seeds N` per process) and be summarised together afterwards.
+is read back, not retrained, so seeds can train as separate processes and be summarised afterwards.
 """
 
 import argparse
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from trajectory import trajectory
 
 from medsagan import evaluate, fit, load_config
 from medsagan.config import merge, parse_overrides
@@ -28,7 +32,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medad-pneumoni
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=2000)
+    parser.add_argument("--iterations", type=int, default=0, help="0: the preset's")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--data", default=str(DATA))
@@ -36,7 +40,7 @@ def main() -> None:
     parser.add_argument("--tag", default="")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
-    tag = args.tag or f"{args.preset}-{args.iterations}" + "".join(f"-{o}" for o in args.overrides)
+    tag = args.tag or f"{args.preset}-{args.iterations or 'default'}" + "".join(f"-{o}" for o in args.overrides)
     out = Path(args.out) / tag
     results = []
     for seed in args.seeds:
@@ -46,15 +50,17 @@ def main() -> None:
             results.append(json.loads(done.read_text()))
             print(json.dumps(results[-1]), flush=True)
             continue
-        overrides = merge(
-            parse_overrides(args.overrides),
-            {"data": {"path": args.data}, "train": {"iterations": args.iterations, "seed": seed, "device": "cpu"}},
-        )
+        train = {"seed": seed, "device": "cpu", **({"iterations": args.iterations} if args.iterations else {})}
+        overrides = merge(parse_overrides(args.overrides), {"data": {"path": args.data}, "train": train})
         cfg = load_config(overrides=overrides, preset=args.preset)
+        # Keep a state at every validation, for the per-seed plot (selection still uses validation data only).
+        every = cfg.train.validate_every
+        cfg = cfg.replace(train={"checkpoint_every": every, "keep_checkpoints": cfg.train.iterations // every + 1})
         started = time.perf_counter()
         fit(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=False)
         seconds = time.perf_counter() - started
         result = evaluate(run_dir)
+        picks = trajectory(run_dir)["picks"]
         results.append(
             {
                 "seed": seed,
@@ -66,6 +72,9 @@ def main() -> None:
                 "sensitivity": result.at_threshold["sensitivity"],
                 "specificity": result.at_threshold["specificity"],
                 "threads": torch.get_num_threads(),
+                "iterations": cfg.train.iterations,
+                "selection": result.checkpoint.selection,
+                "test_auc_if_chosen_by": {k: round(v["test_auc"], 4) for k, v in picks.items()},
             }
         )
         atomic_write_text(done, json.dumps(results[-1]))
@@ -73,7 +82,7 @@ def main() -> None:
     summary = {
         "data": args.data,
         "preset": args.preset,
-        "iterations": args.iterations,
+        "iterations": sorted({r.get("iterations", args.iterations) for r in results}),
         "overrides": args.overrides,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
         "auc_mean": statistics.mean(r["auc"] for r in results),
@@ -85,7 +94,7 @@ def main() -> None:
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     print(
-        f"| {args.preset} {' '.join(args.overrides)} | {args.iterations} | {len(results)} | "
+        f"| {args.preset} {' '.join(args.overrides)} | {summary['iterations']} | {len(results)} | "
         f"{summary['auc_mean']:.3f} ± {summary['auc_sd']:.3f} | {summary['ap_mean']:.3f} ± {summary['ap_sd']:.3f} | "
         f"{summary['train_seconds_mean'] / 60:.0f} min |"
     )

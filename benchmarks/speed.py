@@ -1,23 +1,32 @@
-"""Speed of training and scoring, per preset, on this machine's CPU (and GPU when there is one).
+"""Speed of training and scoring per preset, against the machine's peak and the official schedule.
 
     python benchmarks/speed.py [--presets fast paper] [--device cpu] [--batch 32] [--steps 6]
+                               [--set train.reuse_restoration=true] [--profile] [--markdown]
     torchrun --standalone --nproc-per-node 8 benchmarks/speed.py --presets paper --batch 256   # 8 GPUs
 
-Training speed counts whole iterations of the training loop's own Trainer.iteration with the preset's
-settings (a critic step every iteration with the gradient penalty, a generator step every n_critic-th with
-its three restorations batched), on random images; scoring counts images per second through the
-eval-mode detector. Prints one JSON object per
-preset and device.
+For each preset, in one run:
+- peak: a large float32 (or, with train.amp, bfloat16) matmul at the same thread count, in GFLOP/s;
+- training: whole iterations of the training loop's own `Trainer.iteration` with the preset's settings (a
+  critic step every iteration with the gradient penalty, a generator step every n_critic-th), on random
+  images; FLOPs per iteration counted by torch.utils.flop_counter over one n_critic cycle (forward, backward
+  and the penalty's double backward); the share of the peak that reaches;
+- reference: the same networks and batch stepped the way the official solver.py does it (the critic's fake
+  computed with gradients, three separate generator passes, gradients for the frozen critic), and the ratio;
+- scoring: images per second through the eval-mode detector, as `medsagan evaluate` runs it;
+- with --profile, the operators that dominate a training iteration (torch.profiler), on stderr.
+Prints one JSON object per preset and device (and a README table row with --markdown).
 """
 
 import argparse
 import json
 import platform
+import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from medsagan.config import load_config
+from medsagan.config import load_config, parse_overrides
 from medsagan.distributed import SINGLE, World, local_device, start, world_from_env
 from medsagan.evaluate.scoring import score_images
 from medsagan.models import AnomalyDetector, build_generator, count_parameters
@@ -29,36 +38,146 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def training_speed(preset: str, device: torch.device, batch: int, steps: int, world: World = SINGLE) -> float:
-    """Iterations per second of the training loop's own Trainer.iteration, with the preset's settings.
+def timed(device: torch.device, work, repeats: int = 1) -> float:
+    """Seconds per call of `work` (after the caller's warm-up)."""
+    sync(device)
+    begin = time.perf_counter()
+    for _ in range(repeats):
+        work()
+    sync(device)
+    return (time.perf_counter() - begin) / repeats
 
-    Under torchrun, `batch` is the global batch split across the ranks, as in `medsagan train`.
-    """
-    cfg = load_config(preset=preset, overrides={"train": {"batch_size": batch}})
-    size, channels = cfg.model.image_size, cfg.model.channels
+
+def peak_gflops(device: torch.device, dtype: torch.dtype) -> float:
+    """GFLOP/s of a large square matmul: the most this device does with these threads and this precision."""
+    n = 4096 if device.type == "cuda" else 2048
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    for _ in range(2):
+        a @ b
+    repeats = 50 if device.type == "cuda" else 5
+    return 2 * n**3 / timed(device, lambda: a @ b, repeats) / 1e9
+
+
+def make_trainer(cfg, device: torch.device, world: World) -> Trainer:
+    size, channels, batch = cfg.model.image_size, cfg.model.channels, cfg.train.batch_size
     pool = max(batch, 64)
     images = lambda: torch.randint(0, 256, (pool, channels, size, size), dtype=torch.uint8)  # noqa: E731
-    trainer = Trainer(cfg, device, images(), images(), world)
-    for step in range(1, 3):
-        trainer.iteration(step)  # warm-up
-    sync(device)
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        trainer.iteration(step)
-    sync(device)
-    return steps / (time.perf_counter() - start)
+    return Trainer(cfg, device, images(), images(), world)
 
 
-def scoring_speed(preset: str, device: torch.device, images: int = 256) -> float:
-    cfg = load_config(preset=preset)
+def official_iteration(trainer: Trainer, step: int) -> None:
+    """One iteration as zzr728/SAGAN solver.py (2fa5bd7) schedules it, with the same networks and batch."""
+    objective, cycle = trainer.objective, trainer.cfg.train.n_critic
+    batch = trainer.next_batch(step)
+    with trainer.autocast:
+        fake = objective.generator(batch.unlabeled)  # built with a graph, then detached
+        loss, _ = objective.critic_loss(batch, fake.detach())
+    trainer.opt_d.zero_grad()
+    loss.backward()
+    trainer.opt_d.step()
+    if step % cycle:
+        return
+    with trainer.autocast:
+        restored = tuple(objective.generator(x) for x in (batch.unlabeled, batch.normal, batch.pseudo))
+        loss, _ = objective.generator_loss(batch, restored)  # the critic is not frozen: its gradients are spent
+    trainer.opt_g.zero_grad()
+    loss.backward()
+    trainer.opt_g.step()
+
+
+def iterations_per_s(trainer: Trainer, device: torch.device, steps: int, official: bool = False) -> float:
+    run = (lambda s: official_iteration(trainer, s)) if official else trainer.iteration
+    cycle = trainer.cfg.train.n_critic
+    for step in range(1, 2 * cycle + 1):
+        run(step)  # warm-up
+    counter = iter(range(2 * cycle + 1, 10**9))
+    return 1 / timed(device, lambda: run(next(counter)), steps)
+
+
+def flops_per_iteration(trainer: Trainer) -> float:
+    """Counted FLOPs of one iteration, averaged over a critic-only and generator cycle of n_critic steps."""
+    cycle = trainer.cfg.train.n_critic
+    with FlopCounterMode(display=False) as counter:
+        for step in range(1, cycle + 1):
+            trainer.iteration(step)
+    return counter.get_total_flops() / cycle
+
+
+def profile_table(trainer: Trainer, device: torch.device, steps: int = 4) -> str:
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiler:
+        for step in range(1, steps + 1):
+            trainer.iteration(step)
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return profiler.key_averages().table(sort_by=key, row_limit=15)
+
+
+def scoring_speed(cfg, device: torch.device, images: int = 256) -> float:
     detector = AnomalyDetector(build_generator(cfg.model)).to(device)
-    batch = torch.randint(0, 256, (images, 1, cfg.model.image_size, cfg.model.image_size), dtype=torch.uint8)
+    size = cfg.model.image_size
+    batch = torch.randint(0, 256, (images, cfg.model.channels, size, size), dtype=torch.uint8)
     score_images(detector, batch[:64])
-    sync(device)
-    start = time.perf_counter()
-    score_images(detector, batch)
-    sync(device)
-    return images / (time.perf_counter() - start)
+    return images / timed(device, lambda: score_images(detector, batch))
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def measure(preset: str, args, device: torch.device, world: World = SINGLE) -> dict | None:
+    overrides = parse_overrides(args.set)
+    overrides.setdefault("train", {})["batch_size"] = args.batch
+    cfg = load_config(preset=preset, overrides=overrides)
+    trainer = make_trainer(cfg, device, world)
+    speed = iterations_per_s(trainer, device, args.steps)
+    reference = iterations_per_s(make_trainer(cfg, device, world), device, args.steps, official=True)
+    if not world.is_main:
+        return None
+    flops = flops_per_iteration(make_trainer(cfg, device, SINGLE))  # the whole global batch
+    peak = peak_gflops(device, torch.bfloat16 if cfg.train.amp else torch.float32) * world.size
+    achieved = flops * speed / 1e9
+    if args.profile:
+        print(f"--- {preset}: operators by own time ---\n{profile_table(trainer, device)}", file=sys.stderr)
+    return {
+        "preset": preset,
+        "settings": args.set,
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "processes": world.size,
+        "batch": args.batch,
+        "precision": "bfloat16 autocast" if cfg.train.amp else "float32",
+        "generator_params": count_parameters(build_generator(cfg.model)),
+        "peak_gflops": round(peak, 1),
+        "gflop_per_iteration": round(flops / 1e9, 2),
+        "train_iterations_per_s": round(speed, 3),
+        "train_images_per_s": round(speed * args.batch, 1),
+        "train_gflops": round(achieved, 1),
+        "percent_of_peak": round(100 * achieved / peak, 1),
+        "official_schedule_iterations_per_s": round(reference, 3),
+        "speedup_over_official_schedule": round(speed / reference, 2),
+        "minutes_per_100k_iterations": round(100_000 / speed / 60, 1),
+        "score_images_per_s": round(scoring_speed(cfg, device), 1),
+    }
+
+
+def markdown_row(r: dict) -> str:
+    cells = [
+        r["preset"],
+        f"{r['device']}, {r['threads']} threads x {r['processes']}",
+        r["precision"],
+        r["train_images_per_s"],
+        r["train_iterations_per_s"],
+        r["score_images_per_s"],
+        f"{r['train_gflops']} of {r['peak_gflops']}",
+        f"{r['percent_of_peak']} %",
+        f"{r['speedup_over_official_schedule']}x",
+    ]
+    return "| " + " | ".join(map(str, cells)) + " |"
 
 
 def main() -> None:
@@ -66,35 +185,22 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["fast", "paper"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=6, help="timed iterations per measurement")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, as train's")
+    parser.add_argument("--profile", action="store_true", help="print the top operators of an iteration")
+    parser.add_argument("--markdown", action="store_true", help="also print a README speed-table row")
     args = parser.parse_args()
     world = world_from_env()
     device = local_device(torch.device(args.device), world)
     start(world, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     for preset in args.presets:
-        cfg = load_config(preset=preset)
-        iterations_per_s = training_speed(preset, device, args.batch, args.steps, world)
-        if not world.is_main:
-            continue
-        print(
-            json.dumps(
-                {
-                    "preset": preset,
-                    "device": torch.cuda.get_device_name(device)
-                    if device.type == "cuda"
-                    else platform.processor() or "cpu",
-                    "threads": torch.get_num_threads(),
-                    "processes": world.size,
-                    "batch": args.batch,
-                    "generator_params": count_parameters(build_generator(cfg.model)),
-                    "train_iterations_per_s": round(iterations_per_s, 3),
-                    "train_images_per_s": round(iterations_per_s * args.batch, 1),
-                    "seconds_per_100k_iterations": round(100_000 / iterations_per_s),
-                    "score_images_per_s": round(scoring_speed(preset, device), 1),
-                }
-            ),
-            flush=True,
-        )
+        result = measure(preset, args, device, world)
+        if result is not None:
+            print(json.dumps(result), flush=True)
+            if args.markdown:
+                print(markdown_row(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -117,3 +117,15 @@ def test_importing_medsagan_has_no_side_effects():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False", "False", "True"]  # umask kept, no pyplot, training code not loaded
+
+
+def test_a_run_saved_before_a_key_existed_reads_back_as_it_ran(tmp_path):
+    from medsagan.runs import RunDir
+
+    values = load_config(preset="fast").to_dict()
+    for section, name in (("data", "val_unlabeled_fraction"), ("train", "ema_half_life"), ("data", "labeled_size")):
+        del values[section][name]
+    (tmp_path / "config.yaml").write_text(__import__("yaml").safe_dump(values))
+    cfg = RunDir(tmp_path).load_config()
+    assert cfg.data.val_unlabeled_fraction == 0.0 and cfg.train.ema_half_life == 0.0 and cfg.data.labeled_size == -1
+    assert load_config().data.val_unlabeled_fraction == 0.1  # a new run holds unlabelled images out

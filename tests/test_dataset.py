@@ -11,7 +11,7 @@ from medsagan.errors import ConfigError, DataError
 
 def test_protocol_training_data_on_real_pneumonia(shared_data, tmp_path):
     source = open_dataset(str(shared_data / "medad-pneumonia64"))
-    data = build_training_data(source, load_config(), tmp_path)
+    data = build_training_data(source, load_config(overrides={"data": {"val_unlabeled_fraction": 0}}), tmp_path)
     assert len(data.normal) == 630 and len(data.val_normal) == 70  # 10 % of the labelled normals held out
     assert int((data.unlabeled.labels == 1).sum()) == 420 and int((data.unlabeled.labels == 0).sum()) == 280
     # Prefixes in file order, as the official loader.
@@ -26,7 +26,12 @@ def test_random_draw_is_seeded_and_differs_from_prefix(shared_data, tmp_path):
     source = open_dataset(str(shared_data / "medad-pneumonia64"))
     cfg = load_config(
         overrides={
-            "data": {"unlabeled_draw": "random", "anomaly_ratio": 0.4, "unlabeled_size": 100},
+            "data": {
+                "unlabeled_draw": "random",
+                "anomaly_ratio": 0.4,
+                "unlabeled_size": 100,
+                "val_unlabeled_fraction": 0,
+            },
             "model": {"image_size": 32},
             "evaluation": {"val_max_images": 50},
         }
@@ -37,6 +42,29 @@ def test_random_draw_is_seeded_and_differs_from_prefix(shared_data, tmp_path):
     assert a.unlabeled.ids == b.unlabeled.ids != c.unlabeled.ids
     assert a.unlabeled.ids[:40] != source.pools["train/unlabeled/1"][:40]
     assert int((a.unlabeled.labels == 1).sum()) == 40 and len(a.val_positive) == 50  # capped for selection
+
+
+def test_label_free_selection_uses_unlabelled_images_held_out_of_training(shared_data, tmp_path):
+    source = open_dataset(str(shared_data / "medad-pneumonia64"))
+    data = build_training_data(source, load_config(overrides={"data": {"val_unlabeled_fraction": 0.2}}), tmp_path)
+    assert data.validation == "aucp_heldout"
+    assert len(data.val_positive) == 140 and len(data.unlabeled) == 560  # 20 % of the 700 held out
+    assert set(data.val_positive.ids).isdisjoint(data.unlabeled.ids)
+    assert int((data.unlabeled.labels == 1).sum()) + int((data.val_positive.labels == 1).sum()) == 420
+    assert 0 < int((data.val_positive.labels == 1).sum()) < 140  # a random share of the mixture, not one class
+    again = build_training_data(source, load_config(overrides={"train": {"seed": 5}}), tmp_path)
+    assert again.val_positive.ids == build_training_data(source, load_config(), tmp_path).val_positive.ids
+
+
+def test_labeled_size_limits_the_labelled_normals_and_the_unlabelled_set_follows(shared_data, tmp_path):
+    source = open_dataset(str(shared_data / "medad-pneumonia64"))
+    small = {"data": {"labeled_size": 200, "unlabeled_size": -1, "val_unlabeled_fraction": 0.1}}
+    data = build_training_data(source, load_config(overrides=small), tmp_path)
+    assert len(data.normal) + len(data.val_normal) == 200 and len(data.val_normal) == 20
+    assert len(data.unlabeled) + len(data.val_positive) == 200  # as many as the labelled normals
+    assert int((data.unlabeled.labels == 1).sum()) + int((data.val_positive.labels == 1).sum()) == 120
+    with pytest.raises(DataError, match=r"data\.labeled_size 5000 exceeds the 700 labelled normal"):
+        build_training_data(source, load_config(overrides={"data": {"labeled_size": 5000}}), tmp_path)
 
 
 def test_labelled_val_split_is_used_when_present(tmp_path):

@@ -156,3 +156,62 @@ def test_evaluate_checks_leakage_from_the_saved_digests_without_reloading_traini
     monkeypatch.setattr(report, "build_training_data", refuse)
     result = report.evaluate_run(run, device="cpu")
     assert result.n_normal == result.n_abnormal == 8
+
+
+def make_trainer(**train):
+    from medsagan.train import Trainer
+
+    cfg = tiny_config(train=train)
+    size = cfg.model.image_size
+    images = torch.randint(0, 256, (16, 1, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return Trainer(cfg, torch.device("cpu"), images, images.flip(0))
+
+
+def test_moving_average_follows_the_generator_with_its_half_life_and_is_what_gets_scored():
+    trainer = make_trainer(ema_half_life=64.0)
+    assert trainer.scored_generator is trainer.ema and not trainer.ema.training
+    before = [p.clone() for p in trainer.ema.parameters()]
+    trainer.iteration(1)  # critic only: the average does not move
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.ema.parameters(), strict=True))
+    trainer.iteration(2)
+    # 4 images seen: the ramp-up caps the half-life at 0.1 x 4 images, so the weight is 1 - 0.5 ** (4 / 0.4).
+    weight = 1 - 0.5 ** (4 / 0.4)
+    for old, average, current in zip(before, trainer.ema.parameters(), trainer.generator.parameters(), strict=True):
+        torch.testing.assert_close(average, old + weight * (current - old))
+    for step in range(3, 200):
+        trainer.iteration(step)
+    # Late in the run the half-life is the configured 64 images: the average lags the generator.
+    pairs = zip(trainer.ema.parameters(), trainer.generator.parameters(), strict=True)
+    distance = sum((a - c).abs().sum() for a, c in pairs)
+    assert distance > 0
+    state = trainer.state_dict()
+    resumed = make_trainer(ema_half_life=64.0)
+    resumed.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.ema.parameters(), trainer.ema.parameters(), strict=True))
+    assert make_trainer().ema is None and "ema" not in make_trainer().state_dict()
+
+
+def test_reusing_the_restoration_computes_the_same_step_as_two_passes():
+    # Without the random mask the generator is deterministic, so sharing its restoration of the unlabelled
+    # batch between the critic and generator steps must give the paper's update exactly (up to rounding).
+    from medsagan.config import load_config, merge
+
+    template = make_trainer()
+
+    def trained(reuse):
+        overrides = {"model": {"mask_keep": 1.0}, "train": {"reuse_restoration": reuse}}
+        cfg = load_config(overrides=merge(template.cfg.to_dict(), overrides))
+        torch.manual_seed(0)  # the same initial weights
+        trainer = type(template)(cfg, torch.device("cpu"), template.normal_images, template.unlabeled_images)
+        for step in range(1, 5):
+            trainer.iteration(step)
+        return trainer
+
+    two_passes, reused = trained(False), trained(True)
+    for a, b in zip(two_passes.generator.parameters(), reused.generator.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    for a, b in zip(two_passes.critic.parameters(), reused.critic.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(0)
+    untrained = make_trainer().generator.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(reused.generator.parameters(), untrained, strict=True))

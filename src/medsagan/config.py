@@ -52,9 +52,13 @@ class DataConfig:
     path: str = ""  # Med-AD root (images/ + data.json), a folder layout, a MedMNIST .npz, or "synthetic"
     source: SourceKind = "auto"
     anomaly_ratio: float = 0.6  # share of abnormals in the unlabelled set; official data_loader.py ar=0.6
+    labeled_size: int = -1  # labelled normals used, drawn as unlabeled_draw says; -1: all (official)
     unlabeled_size: int = -1  # -1: as many as the labelled normals (official); 0: none (paper Table 4 "0_u")
     unlabeled_draw: UnlabeledDraw = "prefix"  # "prefix" of each pool in file order (official), or "random"
     val_fraction: float = 0.1  # share of labelled normals held out for selection when there is no val split
+    # Share of the unlabelled set held out of training, so the label-free AUCp is measured on images the
+    # networks never saw (AUCp on training images also rewards memorising them); 0: AUCp on the training set.
+    val_unlabeled_fraction: float = 0.1
     fixed_pairing: bool = False  # official pairs unlabelled[i] with normal[i] (shifted so all are used)
     medmnist_task: MedMNISTTask = ""  # "" guesses from the file name
     skip_bad: bool = False  # skip unreadable images and report them, instead of stopping
@@ -97,6 +101,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N | mps
     amp: bool = False  # bfloat16 autocast; off by default
+    # Exponential moving average of the generator's weights, used for validation, selection and scoring
+    # (as StyleGAN2-ADA and EDM keep one): its half-life in images through the generator; 0: off (paper).
+    ema_half_life: float = 0.0
+    # Restore the unlabelled batch once per generator iteration: the critic's fake is the generator step's
+    # restoration (same weights, one mask draw) instead of a second forward pass. Off: the paper's two passes.
+    reuse_restoration: bool = False
 
 
 @dataclass(frozen=True)
@@ -276,8 +286,11 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "model.d_conv_dim": (1, None, True, True),
     "model.d_layers": (1, None, True, True),
     "data.anomaly_ratio": (0, 1, True, True),
+    "data.labeled_size": (-1, None, True, True),
     "data.unlabeled_size": (-1, None, True, True),
     "data.val_fraction": (0, 1, True, False),
+    "data.val_unlabeled_fraction": (0, 1, True, False),
+    "train.ema_half_life": (0, None, True, True),
     "data.synthetic_count": (8, None, True, True),
     "loss.lambda_id": (0, None, True, True),
     "loss.lambda_rec": (0, None, True, True),
@@ -347,9 +360,22 @@ MOVED = {
 }
 
 
+# Keys added later, with the value that gives an older saved run's behaviour when it is read back.
+ADDED = {
+    "data.labeled_size": -1,
+    "data.val_unlabeled_fraction": 0.0,
+    "train.ema_half_life": 0.0,
+    "train.reuse_restoration": False,
+}
+
+
 def migrate(values: dict[str, Any]) -> dict[str, Any]:
-    """A saved run's config with moved keys in their new sections."""
+    """A saved run's config with moved keys in their new sections, and keys it predates as it ran."""
     values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for key, value in ADDED.items():
+        section, name = key.split(".")
+        if isinstance(values.get(section), dict):
+            values[section].setdefault(name, value)
     for old, new in MOVED.items():
         (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
         if old_name in values.get(old_section, {}):

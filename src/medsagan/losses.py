@@ -70,10 +70,22 @@ class SAGANLoss:
         mix = torch.rand(n, generator=self.rng, device=self.rng.device).to(normal.device)
         return Batch(normal, unlabeled, pseudo, mask, mix)
 
-    def critic_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        """L_adv^D = E[D(x'_u)] - E[D(x_n)] + lambda_gp * GP (Eq. 7): real = normals, fake = restored unlabelled."""
-        with torch.no_grad():
-            fake = self.generator(batch.unlabeled)
+    def restorations(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """x'_u, x'_n, x'_p with gradients, through the generator as one batch.
+
+        InstanceNorm works per image, so this is the same function as three passes, at a third of the calls.
+        """
+        sizes = [batch.unlabeled.shape[0], batch.normal.shape[0], batch.pseudo.shape[0]]
+        return self.generator(torch.cat([batch.unlabeled, batch.normal, batch.pseudo])).split(sizes)
+
+    def critic_loss(self, batch: Batch, fake: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """L_adv^D = E[D(x'_u)] - E[D(x_n)] + lambda_gp * GP (Eq. 7): real = normals, fake = restored unlabelled.
+
+        `fake`: x'_u already restored by the current generator (detached); restored here when not given.
+        """
+        if fake is None:
+            with torch.no_grad():
+                fake = self.generator(batch.unlabeled)
         real = batch.normal
         n = batch.mix.shape[0]
         wasserstein = self.critic(fake).mean() - self.critic(real).mean()
@@ -81,16 +93,14 @@ class SAGANLoss:
         loss = wasserstein + self.cfg.lambda_gp * penalty
         return loss, {"D/wasserstein": wasserstein.detach(), "D/gp": penalty.detach(), "D/loss": loss.detach()}
 
-    def generator_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def generator_loss(
+        self, batch: Batch, restored: tuple[Tensor, Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """L^G = L_adv + lambda_id * L_id + lambda_rec * L_rec (Eq. 3-6).
 
-        The three restorations go through the generator as one batch: InstanceNorm works per image, so
-        this is the same function as three passes, at a third of the calls.
+        `restored`: the `restorations(batch)` of the current generator, when already computed.
         """
-        sizes = [batch.unlabeled.shape[0], batch.normal.shape[0], batch.pseudo.shape[0]]
-        restored_u, restored_n, restored_p = self.generator(
-            torch.cat([batch.unlabeled, batch.normal, batch.pseudo])
-        ).split(sizes)
+        restored_u, restored_n, restored_p = restored if restored is not None else self.restorations(batch)
         adversarial = -self.critic(restored_u).mean()
         identity = functional.l1_loss(restored_n, batch.normal)
         restoration = functional.mse_loss(restored_p, batch.normal)

@@ -4,6 +4,7 @@ The objective lives in losses.SAGANLoss; this module owns the schedule: which st
 validated and checkpointed, and how a stopped run continues.
 """
 
+import copy
 import json
 import logging
 import shutil
@@ -27,11 +28,15 @@ from .errors import MedsaganError, RunError
 from .evaluate.calibration import calibrate
 from .evaluate.selection import DESCRIPTIONS, validation_metric
 from .files import RunLock, atomic_write_text, load_tensors
-from .losses import SAGANLoss
+from .losses import Batch, SAGANLoss
 from .models import AnomalyDetector, build_critic, build_generator
 from .runs import RunDir, Selection
 
 log = logging.getLogger("medsagan")
+
+# The average's half-life is at most this share of the images seen so far, so the random initial weights
+# leave it early in the run (StyleGAN2-ADA's ema_rampup, Karras et al. 2020).
+EMA_RAMPUP = 0.1
 
 
 def lr_factor(cfg: TrainConfig):
@@ -109,23 +114,53 @@ class Trainer:
         )
         self.objective = SAGANLoss(self.generator, self.critic, cfg.loss, self.rngs["loss"])
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp)
+        self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval() if t.ema_half_life else None
 
-    def iteration(self, step: int) -> dict[str, torch.Tensor]:
-        """One critic update, and a generator update when step is a multiple of n_critic; the loss tensors."""
+    @property
+    def scored_generator(self) -> torch.nn.Module:
+        """The generator that validation, selection and scoring use: the moving average when there is one."""
+        return self.ema if self.ema is not None else self.generator
+
+    def next_batch(self, step: int) -> Batch:
+        """Set the learning rates of `step` and draw its batch (this process's slice of it)."""
         t = self.cfg.train
         for optimizer, base in ((self.opt_g, t.lr_g), (self.opt_d, t.lr_d)):
             set_lr(optimizer, base * self.schedule(step - 1))
         normal_index, unlabeled_index, source_index = (i.to(self.device) for i in self.sampler.next())
         with self.autocast:
-            batch = self.objective.make_batch(
+            return self.objective.make_batch(
                 to_model_range(self.normal_images[normal_index]),
                 to_model_range(self.unlabeled_images[unlabeled_index]),
                 to_model_range(self.normal_images[source_index]),
             ).shard(self.world)
-        stats = critic_step(self.objective, self.opt_d, batch, self.autocast, self.world)
-        if step % t.n_critic == 0:
-            stats.update(generator_step(self.objective, self.opt_g, batch, self.autocast, self.world))
+
+    def iteration(self, step: int) -> dict[str, torch.Tensor]:
+        """One critic update, and a generator update when step is a multiple of n_critic; the loss tensors."""
+        t = self.cfg.train
+        batch = self.next_batch(step)
+        generator_turn = step % t.n_critic == 0
+        restored = None
+        if generator_turn and t.reuse_restoration:
+            with self.autocast:
+                restored = self.objective.restorations(batch)
+        fake = restored[0].detach() if restored is not None else None
+        stats = critic_step(self.objective, self.opt_d, batch, self.autocast, self.world, fake)
+        if generator_turn:
+            stats.update(generator_step(self.objective, self.opt_g, batch, self.autocast, self.world, restored))
+            self._update_ema(step)
         return stats
+
+    def _update_ema(self, step: int) -> None:
+        """Move the average towards the generator; its half-life in images, ramped up early in the run."""
+        if self.ema is None:
+            return
+        t = self.cfg.train
+        seen = (step // t.n_critic) * t.batch_size
+        half_life = min(t.ema_half_life, EMA_RAMPUP * seen)
+        weight = 1.0 - 0.5 ** (t.batch_size / max(half_life, 1e-8))
+        with torch.no_grad():
+            for average, current in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
+                average.lerp_(current, weight)
 
     def state_dict(self) -> dict:
         """Networks, optimisers, the sampler's place and the random streams."""
@@ -136,6 +171,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": rng_states(self.rngs),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -145,6 +181,8 @@ class Trainer:
         for module, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d"), (self.sampler, "sampler")):
             module.load_state_dict(state[key])
         restore_rng(state["rng"], self.rngs)
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
 
 
 def open_run(run: RunDir, cfg: Config, resume: bool) -> dict | None:
@@ -243,7 +281,7 @@ def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool, world: 
 
     # Build the networks, their optimisers, the sampler and the objective (the same on every rank).
     trainer = Trainer(cfg, device, data.normal.images, data.unlabeled.images, world)
-    detector = AnomalyDetector(trainer.generator)
+    detector = AnomalyDetector(trainer.scored_generator)
     description = DESCRIPTIONS[data.validation]
 
     # Resume: weights, optimisers, schedules, the sampler's place and every random stream.
@@ -291,7 +329,7 @@ def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool, world: 
                 result = validation_metric(detector, data)
                 if result is None or best.value is None or result[1] > best.value:
                     best = Selection(step, result and result[0], result and result[1], description)
-                    best_weights = {k: v.detach().clone() for k, v in trainer.generator.state_dict().items()}
+                    best_weights = {k: v.detach().clone() for k, v in trainer.scored_generator.state_dict().items()}
                     run.save_best(best_weights, best)
                 if result is not None:
                     write_record(log_file, {"iteration": step, result[0]: result[1], "best_iteration": best.iteration})
@@ -309,10 +347,12 @@ def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool, world: 
         run.save_calibration(calibrate(chosen, data, cfg.evaluation, best))
 
 
-def critic_step(objective: SAGANLoss, optimizer, batch, autocast, world: World = SINGLE) -> dict[str, torch.Tensor]:
+def critic_step(
+    objective: SAGANLoss, optimizer, batch, autocast, world: World = SINGLE, fake: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """One critic update on `batch` (gradients averaged over the ranks); the loss tensors."""
     with autocast:
-        loss, stats = objective.critic_loss(batch)
+        loss, stats = objective.critic_loss(batch, fake)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     world.average_gradients(objective.critic)
@@ -320,11 +360,13 @@ def critic_step(objective: SAGANLoss, optimizer, batch, autocast, world: World =
     return stats
 
 
-def generator_step(objective: SAGANLoss, optimizer, batch, autocast, world: World = SINGLE) -> dict[str, torch.Tensor]:
+def generator_step(
+    objective: SAGANLoss, optimizer, batch, autocast, world: World = SINGLE, restored=None
+) -> dict[str, torch.Tensor]:
     """One generator update; the critic's weights are frozen so no gradient is spent on them."""
     objective.critic.requires_grad_(False)
     with autocast:
-        loss, stats = objective.generator_loss(batch)
+        loss, stats = objective.generator_loss(batch, restored)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     world.average_gradients(objective.generator)

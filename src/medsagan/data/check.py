@@ -8,7 +8,7 @@ from PIL import Image
 
 from ..config import DataConfig
 from ..errors import DataError
-from .dataset import check_leakage, holdout_count, unlabeled_counts
+from .dataset import check_leakage, holdout_count, labeled_count, unlabeled_counts
 from .readers import is_dicom
 from .sources import MEDAD_KEYS, POOLS, ArraySource, Source
 
@@ -56,8 +56,11 @@ def inspect(source: Source, cfg: DataConfig) -> dict:
     if source.pools.get("val/0") and source.pools.get("val/1"):
         validation = {"kind": "labelled", "normal": counts["val/0"], "abnormal": counts["val/1"]}
     else:
-        held = holdout_count(counts["train/0"], cfg.val_fraction)
-        validation = {"kind": "aucp" if held else "none", "held_out_normals": held}
+        held = holdout_count(labeled_count(source.pools, cfg, str(source.root)), cfg.val_fraction)
+        pooled = sum(unlabeled.get(k, 0) for k in ("normal", "abnormal", "unknown"))
+        held_u = holdout_count(pooled, cfg.val_unlabeled_fraction) if held and pooled > 1 else 0
+        kind = ("aucp_heldout" if held_u else "aucp") if held and pooled else "none"
+        validation = {"kind": kind, "held_out_normals": held, "held_out_unlabeled": held_u}
 
     items = [item for key in POOLS for item in source.pools.get(key, [])]
     with ThreadPoolExecutor(8) as pool:

@@ -129,6 +129,7 @@ def unlabeled_counts(pools: dict[str, list[str]], cfg: DataConfig, where: str = 
     """
     if cfg.unlabeled_size == 0:
         return 0, 0, 0
+    labelled = labeled_count(pools, cfg, where)
     pooled = [pools.get(key, []) for key in ("train/unlabeled", "train/unlabeled/0", "train/unlabeled/1")]
     if not any(pooled):
         raise DataError(
@@ -141,7 +142,7 @@ def unlabeled_counts(pools: dict[str, list[str]], cfg: DataConfig, where: str = 
         if size > available:
             raise DataError(f"data.unlabeled_size {size} exceeds the {available} images in unlabeled/")
         return 0, 0, size
-    size = len(pools["train/0"]) if cfg.unlabeled_size < 0 else cfg.unlabeled_size
+    size = labelled if cfg.unlabeled_size < 0 else cfg.unlabeled_size
     normals, abnormals = len(pools.get("train/unlabeled/0", [])), len(pools.get("train/unlabeled/1", []))
     abnormal = int(size * cfg.anomaly_ratio)
     if abnormal <= abnormals and size - abnormal <= normals:
@@ -161,6 +162,17 @@ def unlabeled_counts(pools: dict[str, list[str]], cfg: DataConfig, where: str = 
     )
 
 
+def labeled_count(pools: dict[str, list[str]], cfg: DataConfig, where: str = "") -> int:
+    """How many labelled normals the protocol uses: data.labeled_size of the pool, or all of it."""
+    available = len(pools.get("train/0", []))
+    if cfg.labeled_size > available:
+        raise DataError(
+            f"{where or 'the dataset'}: data.labeled_size {cfg.labeled_size} exceeds the {available} labelled normal "
+            f"training images; set it to at most {available}, or -1 for all"
+        )
+    return available if cfg.labeled_size < 0 else cfg.labeled_size
+
+
 def _draw(ids: list[str], count: int, mode: str, seed: int) -> list[str]:
     if mode == "prefix":
         return ids[:count]
@@ -177,8 +189,9 @@ def holdout_count(n: int, fraction: float) -> int:
 class TrainingData:
     """What a run trains and selects on. The test pools are not here: training never reads them.
 
-    validation: "labelled" (val/0 against val/1), "aucp" (held-out normals against the unlabelled set,
-    the label-free AUC of Brainomaly (Siddiquee et al., WACV 2024)) or "none".
+    validation: "labelled" (val/0 against val/1), "aucp_heldout" (held-out normals against unlabelled images
+    held out of training), "aucp" (held-out normals against the unlabelled training set, the label-free AUC of
+    Brainomaly (Siddiquee et al., WACV 2024)) or "none".
     """
 
     normal: ImageSet
@@ -201,7 +214,7 @@ def build_training_data(source: Source, cfg: Config, cache_dir: str | Path | Non
     load = lambda ids, label: load_images(  # noqa: E731
         source, ids, label, model.image_size, model.channels, data.skip_bad, cache_dir
     )
-    normal_ids = pools["train/0"]
+    normal_ids = _draw(pools["train/0"], labeled_count(pools, data, str(source.root)), data.unlabeled_draw, seed + 2)
     n_normal, n_abnormal, n_unknown = unlabeled_counts(pools, data, str(source.root))
     if n_unknown:
         unlabeled = load(_draw(pools["train/unlabeled"], n_unknown, data.unlabeled_draw, seed), -1)
@@ -225,11 +238,9 @@ def build_training_data(source: Source, cfg: Config, cache_dir: str | Path | Non
         order = torch.randperm(len(everything), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
         normal = everything.subset(order[held:].sort().values)
         if held and len(unlabeled):
-            val_normal, val_positive, validation = (
-                cap(everything.subset(order[:held].sort().values)),
-                cap(unlabeled),
-                "aucp",
-            )
+            val_normal = cap(everything.subset(order[:held].sort().values))
+            unlabeled, val_positive, validation = _hold_out_unlabeled(unlabeled, data.val_unlabeled_fraction)
+            val_positive = cap(val_positive)
         else:
             val_normal, val_positive, validation = None, None, "none"
     if len(normal) < 2:
@@ -237,6 +248,19 @@ def build_training_data(source: Source, cfg: Config, cache_dir: str | Path | Non
             f"{source.describe()}: {len(normal)} labelled normal images left for training; at least 2 are needed"
         )
     return TrainingData(normal, unlabeled, val_normal, val_positive, validation, skipped)
+
+
+def _hold_out_unlabeled(unlabeled: ImageSet, fraction: float) -> tuple[ImageSet, ImageSet, str]:
+    """(training unlabelled, unlabelled for AUCp, validation kind).
+
+    AUCp against images the adversarial loss trained on also rewards memorising them; images held out of
+    training measure restoration alone. With no share held out, AUCp uses the training images (kind "aucp").
+    """
+    held = holdout_count(len(unlabeled), fraction) if len(unlabeled) > 1 else 0
+    if not held:
+        return unlabeled, unlabeled, "aucp"
+    order = torch.randperm(len(unlabeled), generator=torch.Generator().manual_seed(HOLDOUT_SEED + 1))
+    return unlabeled.subset(order[held:].sort().values), unlabeled.subset(order[:held].sort().values), "aucp_heldout"
 
 
 def _cap_index(n: int, cap: int) -> Tensor:

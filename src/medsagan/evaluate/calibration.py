@@ -19,6 +19,7 @@ def calibrate(
     normals = data.val_normal if data.val_normal is not None else data.normal
     fitted_on = {
         "aucp": "held-out labelled normals",
+        "aucp_heldout": "held-out labelled normals",
         "labelled": "labelled validation split",
         "none": "training normals (no validation data)",
     }[data.validation]

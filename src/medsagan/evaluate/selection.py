@@ -10,10 +10,12 @@ from .scoring import score_images
 METRIC_NAMES = {
     "labelled": "val/auc",
     "aucp": "val/aucp",
+    "aucp_heldout": "val/aucp",
 }
 DESCRIPTIONS = {
     "labelled": "AUC on the labelled validation split",
     "aucp": "AUCp: held-out labelled normals against the unlabelled training images (label-free)",
+    "aucp_heldout": "AUCp: held-out labelled normals against held-out unlabelled images (label-free, never trained on)",
     "none": "no validation data: the last iteration",
 }
 
