@@ -8,8 +8,6 @@ import copy
 import json
 import logging
 import shutil
-import time
-from collections import defaultdict
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from .files import RunLock, atomic_write_text, load_tensors
 from .losses import Batch, SAGANLoss
 from .models import AnomalyDetector, build_critic, build_generator
 from .runs import RunDir, Selection
+from .training_log import Meter, truncate_log, write_record
 
 log = logging.getLogger("medsagan")
 
@@ -302,7 +301,7 @@ def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool, world: 
         # The generator's mask draws from torch's global stream: each rank its own, derived from seed and rank.
         torch.manual_seed(int(np.random.SeedSequence([t.seed, world.rank, start_at]).generate_state(1)[0]))
     if main:
-        _truncate_log(run.log, start_at)  # records after the checkpoint (or all, from 0) would be logged twice
+        truncate_log(run.log, start_at)  # records after the checkpoint (or all, from 0) would be logged twice
 
     # Train: the critic every iteration, the generator every n_critic iterations.
     trainer.generator.train()
@@ -373,54 +372,3 @@ def generator_step(
     optimizer.step()
     objective.critic.requires_grad_(True)
     return stats
-
-
-class Meter:
-    """Mean of each loss over a logging window, and images per second."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self) -> None:
-        """Start a new window."""
-        self.values, self.images, self.clock = defaultdict(list), 0, time.perf_counter()
-
-    def add(self, stats: dict[str, torch.Tensor], images: int) -> None:
-        """Add one iteration's loss tensors and its images."""
-        for key, value in stats.items():
-            self.values[key].append(value)
-        self.images += images
-
-    def flush(self) -> dict[str, float]:
-        """The window's mean losses and images per second; starts a new window."""
-        elapsed = max(time.perf_counter() - self.clock, 1e-9)
-        # Losses stay tensors until here: no device synchronisation inside the training step.
-        means = {k: torch.stack(v).float().mean().item() for k, v in self.values.items()}
-        means["images_per_s"] = self.images / elapsed
-        self.reset()
-        return means
-
-
-def write_record(log_file, record: dict) -> None:
-    """Append one JSON line to the log and flush it, so a killed run keeps what it logged."""
-    log_file.write(json.dumps(record) + "\n")
-    log_file.flush()
-
-
-def _truncate_log(path: Path, iteration: int) -> None:
-    """Drop log records written after the checkpoint we resume from, so no iteration is logged twice.
-
-    A torn line (the process was killed mid-write) is dropped too.
-    """
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("warning: %s: dropped an incomplete log line left by an interrupted run", path)
-            continue
-        if isinstance(record, dict) and record.get("iteration", iteration + 1) <= iteration:
-            kept.append(line)
-    atomic_write_text(path, "".join(line + "\n" for line in kept))
