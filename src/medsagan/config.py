@@ -107,6 +107,9 @@ class TrainConfig:
     # Restore the unlabelled batch once per generator iteration: the critic's fake is the generator step's
     # restoration (same weights, one mask draw) instead of a second forward pass. Off: the paper's two passes.
     reuse_restoration: bool = False
+    # torch.compile the generator's training passes (not the critic: its penalty's double backward is not
+    # supported by compile). Same function, fused kernels; the first iterations pay for compiling.
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -366,6 +369,7 @@ ADDED = {
     "data.val_unlabeled_fraction": 0.0,
     "train.ema_half_life": 0.0,
     "train.reuse_restoration": False,
+    "train.compile": False,
 }
 
 

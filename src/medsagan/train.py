@@ -114,6 +114,10 @@ class Trainer:
         self.objective = SAGANLoss(self.generator, self.critic, cfg.loss, self.rngs["loss"])
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp)
         self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval() if t.ema_half_life else None
+        if t.compile:
+            self.objective.generator = torch.compile(self.generator)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: the fastest kernels are found once
 
     @property
     def scored_generator(self) -> torch.nn.Module:
