@@ -73,7 +73,7 @@ def trajectory(run_dir: str | Path) -> dict:
         picks["last"] = {k: points[-1][k] for k in ("iteration", "test_auc", "test_ap")}
     result = {"validation": data.validation, "points": points, "picks": picks}
     atomic_write_text(run.path / "trajectory.json", json.dumps(result, indent=1))
-    plot(result, run.path / "trajectory.png", run.path.name)
+    plot(result, run.path / "trajectory.png", f"{run.path.parent.name} / {run.path.name}")
     return result
 
 
