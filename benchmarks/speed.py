@@ -9,7 +9,7 @@ For each preset, in one run:
 - training: whole iterations of the training loop's own `Trainer.iteration` with the preset's settings (a
   critic step every iteration with the gradient penalty, a generator step every n_critic-th), on random
   images; FLOPs per iteration counted by torch.utils.flop_counter over one n_critic cycle (forward, backward
-  and the penalty's double backward); the share of the peak that reaches;
+  and the penalty's double backward, by operator formulas); the share of the peak that reaches;
 - reference: the same networks and batch stepped the way the official solver.py does it (the critic's fake
   computed with gradients, three separate generator passes, gradients for the frozen critic), and the ratio;
 - scoring: images per second through the eval-mode detector, as `medsagan evaluate` runs it;
@@ -24,7 +24,8 @@ import sys
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from medsagan.config import load_config, parse_overrides
 from medsagan.distributed import SINGLE, World, local_device, start, world_from_env
@@ -94,13 +95,31 @@ def iterations_per_s(trainer: Trainer, device: torch.device, steps: int, officia
     return 1 / timed(device, lambda: run(next(counter)), steps)
 
 
+class FlopCounter(TorchDispatchMode):
+    """Counts FLOPs of every operator with a formula in torch.utils.flop_counter (matmuls, convolutions and
+    their backwards, double backward included). FlopCounterMode itself cannot be used: its module tracker
+    fails inside the gradient penalty's autograd.grad."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
 def flops_per_iteration(trainer: Trainer) -> float:
     """Counted FLOPs of one iteration, averaged over a critic-only and generator cycle of n_critic steps."""
     cycle = trainer.cfg.train.n_critic
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounter() as counter:
         for step in range(1, cycle + 1):
             trainer.iteration(step)
-    return counter.get_total_flops() / cycle
+    return counter.total / cycle
 
 
 def profile_table(trainer: Trainer, device: torch.device, steps: int = 4) -> str:

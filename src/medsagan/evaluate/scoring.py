@@ -23,6 +23,8 @@ DEVICE_BATCH = {"cuda": 256}
 def scoring_batch(device: torch.device) -> int:
     """The fixed chunk size scoring uses on `device`."""
     return DEVICE_BATCH.get(device.type, SCORING_BATCH)
+
+
 OFFICIAL_SEED = 0
 OFFICIAL_NOTE = "official scoring: generator in training mode, random output mask (p = 0.95), for comparison only"
 
