@@ -92,7 +92,7 @@ def test_choices_come_from_the_types_and_moved_keys_say_where():
 
 
 def test_decay_is_a_share_of_the_run_and_is_saved_in_iterations():
-    cfg = load_config(preset="fast", overrides={"train": {"lr_schedule": "linear"}})
+    cfg = load_config(preset="fast", overrides={"train": {"lr_schedule": "linear", "iterations": 2000}})
     fixed = cfg.fixed_schedule().train
     assert (fixed.lr_decay_start, fixed.lr_decay_length) == (1000, 1000)  # the last half of 2000 iterations
     extended = cfg.fixed_schedule().replace(train={"iterations": 4000}).fixed_schedule().train
