@@ -1,5 +1,7 @@
 """Per-checkpoint figures of a finished benchmark run, for the README only (never used to select anything).
 
+    python benchmarks/trajectory.py RUN [RUN ...] [--raw-generator]
+
 For every training state the run kept: the label-free selection metric it logged while training, AUCp against
 the unlabelled images it trained on (the older selection signal, which also rewards memorising them), and the
 test AUC and AP, from one read of the test split after training. Writes trajectory.json and trajectory.png in
@@ -99,3 +101,47 @@ def plot(result: dict, path: Path, title: str) -> None:
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+
+
+def raw_generator(run_dir: str | Path) -> dict:
+    """The EMA ablation inside one run: the same checkpoints scored with the trained generator's own weights.
+
+    The average never feeds back into training, so a run that keeps one holds both arms of the comparison.
+    Selection uses the same label-free metric (held-out normals against held-out unlabelled images).
+    """
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    source = open_source(cfg)
+    data = build_training_data(source, cfg, run.cache_dir(cfg))
+    test = load_split(source, "test", cfg, run.cache_dir(cfg))
+    labels = test.labels.numpy()
+    detector = AnomalyDetector(build_generator(cfg.model)).eval()
+    points = []
+    for path in run.states():
+        state = load_tensors(path, "medsagan training checkpoint")
+        detector.generator.load_state_dict(state["generator"])
+        scores = score_images(detector, test.images).scores
+        points.append(
+            {
+                "iteration": int(state["iteration"]),
+                "selection_metric": separation(detector, data.val_normal.images, data.val_positive.images),
+                "test_auc": auc(labels, scores),
+                "test_ap": average_precision(labels, scores),
+            }
+        )
+    best = max(points, key=lambda p: p["selection_metric"])
+    result = {"weights": "generator (no moving average)", "points": points, "pick": best}
+    atomic_write_text(run.path / "trajectory-raw-generator.json", json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--raw-generator", action="store_true", help="score the generator's own weights")
+    args = parser.parse_args()
+    for run_dir in args.runs:
+        found = raw_generator(run_dir) if args.raw_generator else trajectory(run_dir)
+        print(run_dir, json.dumps(found.get("pick") or found.get("picks")), flush=True)
