@@ -43,7 +43,7 @@ class Batch:
 
 
 class SAGANLoss:
-    """Owns the objective; the training loop only calls `critic_loss` and `generator_loss` and steps.
+    """Owns the objective; the training loop only calls `critic_loss` and `generator_terms` and steps.
 
     Args:
         generator, critic: the networks.
