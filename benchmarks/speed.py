@@ -85,7 +85,9 @@ def official_iteration(trainer: Trainer, step: int) -> None:
     trainer.opt_g.step()
 
 
-def compare_speeds(trainers: dict[str, Trainer], device: torch.device, steps: int, windows: int) -> dict[str, float]:
+def compare_speeds(
+    trainers: dict[str, Trainer], device: torch.device, steps: int, windows: int, warmup: int = 2
+) -> dict[str, float]:
     """Iterations per second of each (name -> trainer; "official" steps as the official solver does).
 
     The contenders take turns, window after window, and each keeps its best window: a shared or throttled
@@ -97,9 +99,9 @@ def compare_speeds(trainers: dict[str, Trainer], device: torch.device, steps: in
     }
     cycle = next(iter(trainers.values())).cfg.train.n_critic
     for run in runs.values():
-        for step in range(1, 2 * cycle + 1):
-            run(step)  # warm-up
-    counter = iter(range(2 * cycle + 1, 10**9))
+        for step in range(1, warmup * cycle + 1):
+            run(step)  # warm-up: whole n_critic cycles
+    counter = iter(range(warmup * cycle + 1, 10**9))
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(windows):
         for name, run in runs.items():
@@ -169,7 +171,7 @@ def measure(preset: str, args, device: torch.device, world: World = SINGLE) -> d
     if args.versus:
         variant = load_config(preset=preset, overrides=merge(overrides, parse_overrides(args.versus)))
         contenders["versus"] = make_trainer(variant, device, world)
-    speeds = compare_speeds(contenders, device, args.steps, args.windows)
+    speeds = compare_speeds(contenders, device, args.steps, args.windows, args.warmup)
     speed, reference = speeds["medsagan"], speeds["official"]
     if not world.is_main:
         return None
@@ -177,7 +179,8 @@ def measure(preset: str, args, device: torch.device, world: World = SINGLE) -> d
     peak = peak_gflops(device, torch.bfloat16 if cfg.train.amp else torch.float32) * world.size
     achieved = flops * speed / 1e9
     if args.profile:
-        print(f"--- {preset}: operators by own time ---\n{profile_table(trainer, device)}", file=sys.stderr)
+        table = profile_table(trainer, device, args.profile_steps)
+        print(f"--- {preset}: operators by own time over {args.profile_steps} iterations ---\n{table}", file=sys.stderr)
     return {
         "preset": preset,
         "settings": args.set,
@@ -224,6 +227,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed iterations per window")
     parser.add_argument("--windows", type=int, default=3, help="timed windows per contender; the best counts")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, as train's")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed n_critic cycles before timing")
+    parser.add_argument("--profile-steps", type=int, default=4, help="iterations under the profiler")
     parser.add_argument("--versus", nargs="*", default=[], metavar="KEY=VALUE", help="also time these settings")
     parser.add_argument("--profile", action="store_true", help="print the top operators of an iteration")
     parser.add_argument("--markdown", action="store_true", help="also print a README speed-table row")
