@@ -4,7 +4,6 @@ A WGAN-GP critic, and a generator trained by the adversarial term, the identity 
 restoring pseudo-anomalies to their normals.
 """
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -43,7 +42,7 @@ class Batch:
 
 
 class SAGANLoss:
-    """Owns the objective; the training loop only calls `critic_loss` and `generator_terms` and steps.
+    """Owns the objective; the training loop only calls `critic_loss` and `generator_loss` and steps.
 
     Args:
         generator, critic: the networks.
@@ -71,6 +70,14 @@ class SAGANLoss:
         mix = torch.rand(n, generator=self.rng, device=self.rng.device).to(normal.device)
         return Batch(normal, unlabeled, pseudo, mask, mix)
 
+    def restorations(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """x'_u, x'_n, x'_p with gradients, through the generator as one batch.
+
+        InstanceNorm works per image, so this is the same function as three passes, at a third of the calls.
+        """
+        sizes = [batch.unlabeled.shape[0], batch.normal.shape[0], batch.pseudo.shape[0]]
+        return self.generator(torch.cat([batch.unlabeled, batch.normal, batch.pseudo])).split(sizes)
+
     def critic_loss(self, batch: Batch, fake: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """L_adv^D = E[D(x'_u)] - E[D(x_n)] + lambda_gp * GP (Eq. 7): real = normals, fake = restored unlabelled.
 
@@ -86,24 +93,22 @@ class SAGANLoss:
         loss = wasserstein + self.cfg.lambda_gp * penalty
         return loss, {"D/wasserstein": wasserstein.detach(), "D/gp": penalty.detach(), "D/loss": loss.detach()}
 
-    def generator_terms(self, batch: Batch, restored_u: Tensor | None = None) -> Iterator[tuple[str, Tensor, float]]:
-        """L^G's terms (Eq. 3-6) as (name, value, weight), one generator pass each, computed when asked for.
+    def generator_loss(
+        self, batch: Batch, restored: tuple[Tensor, Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """L^G = L_adv + lambda_id * L_id + lambda_rec * L_rec (Eq. 3-6).
 
-        Each term depends on one restoration only, so a loop that backpropagates each term before asking for
-        the next gets the gradient of the sum while holding a third of the activations (on a 2-core CPU the
-        generator step runs about 10 % faster than one pass over the three batches concatenated).
-        `restored_u`: x'_u already restored by the current generator, with its graph.
+        `restored`: the `restorations(batch)` of the current generator, when already computed.
         """
-        restored_u = self.generator(batch.unlabeled) if restored_u is None else restored_u
-        yield "adversarial", -self.critic(restored_u).mean(), 1.0
-        yield "identity", functional.l1_loss(self.generator(batch.normal), batch.normal), self.cfg.lambda_id
-        yield "restoration", functional.mse_loss(self.generator(batch.pseudo), batch.normal), self.cfg.lambda_rec
-
-    def generator_loss(self, batch: Batch, restored_u: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-        """L^G = L_adv + lambda_id * L_id + lambda_rec * L_rec (Eq. 3-6) as one tensor, and its terms."""
-        loss, stats = 0.0, {}
-        for name, value, weight in self.generator_terms(batch, restored_u):
-            loss = loss + weight * value
-            stats[f"G/{name}"] = value.detach()
-        stats["G/loss"] = loss.detach()
+        restored_u, restored_n, restored_p = restored if restored is not None else self.restorations(batch)
+        adversarial = -self.critic(restored_u).mean()
+        identity = functional.l1_loss(restored_n, batch.normal)
+        restoration = functional.mse_loss(restored_p, batch.normal)
+        loss = adversarial + self.cfg.lambda_id * identity + self.cfg.lambda_rec * restoration
+        stats = {
+            "G/adversarial": adversarial.detach(),
+            "G/identity": identity.detach(),
+            "G/restoration": restoration.detach(),
+            "G/loss": loss.detach(),
+        }
         return loss, stats

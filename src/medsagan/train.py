@@ -142,14 +142,14 @@ class Trainer:
         t = self.cfg.train
         batch = self.next_batch(step)
         generator_turn = step % t.n_critic == 0
-        restored_u = None
+        restored = None
         if generator_turn and t.reuse_restoration:
             with self.autocast:
-                restored_u = self.objective.generator(batch.unlabeled)
-        fake = restored_u.detach() if restored_u is not None else None
+                restored = self.objective.restorations(batch)
+        fake = restored[0].detach() if restored is not None else None
         stats = critic_step(self.objective, self.opt_d, batch, self.autocast, self.world, fake)
         if generator_turn:
-            stats.update(generator_step(self.objective, self.opt_g, batch, self.autocast, self.world, restored_u))
+            stats.update(generator_step(self.objective, self.opt_g, batch, self.autocast, self.world, restored))
             self._update_ema(step)
         return stats
 
@@ -364,25 +364,14 @@ def critic_step(
 
 
 def generator_step(
-    objective: SAGANLoss, optimizer, batch, autocast, world: World = SINGLE, restored_u=None
+    objective: SAGANLoss, optimizer, batch, autocast, world: World = SINGLE, restored=None
 ) -> dict[str, torch.Tensor]:
-    """One generator update, each loss term backpropagated after its own pass (the gradient of their sum).
-
-    The critic's weights are frozen so no gradient is spent on them.
-    """
+    """One generator update; the critic's weights are frozen so no gradient is spent on them."""
     objective.critic.requires_grad_(False)
+    with autocast:
+        loss, stats = objective.generator_loss(batch, restored)
     optimizer.zero_grad(set_to_none=True)
-    terms, stats, total = objective.generator_terms(batch, restored_u), {}, 0.0
-    while True:
-        with autocast:  # the forward passes run inside next(); backward runs outside autocast
-            term = next(terms, None)
-        if term is None:
-            break
-        name, value, weight = term
-        (weight * value).backward()
-        stats[f"G/{name}"] = value.detach()
-        total = total + weight * value.detach()
-    stats["G/loss"] = total
+    loss.backward()
     world.average_gradients(objective.generator)
     optimizer.step()
     objective.critic.requires_grad_(True)
