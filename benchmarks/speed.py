@@ -1,7 +1,7 @@
 """Speed of training and scoring per preset, against the machine's peak and the official schedule.
 
     python benchmarks/speed.py [--presets fast paper] [--device cpu] [--batch 32] [--steps 6]
-                               [--set train.reuse_restoration=true] [--profile] [--markdown]
+                               [--set KEY=VALUE ...] [--versus KEY=VALUE ...] [--profile] [--markdown]
     torchrun --standalone --nproc-per-node 8 benchmarks/speed.py --presets paper --batch 256   # 8 GPUs
 
 For each preset, in one run:
@@ -201,6 +201,7 @@ def measure(preset: str, args, device: torch.device, world: World = SINGLE) -> d
         "speedup_over_official_schedule": round(speed / reference, 2),
         "minutes_per_100k_iterations": round(100_000 / speed / 60, 1),
         "score_images_per_s": round(scoring_speed(cfg, device), 1),
+        **({"versus": args.versus, "versus_iterations_per_s": round(speeds["versus"], 3)} if args.versus else {}),
     }
 
 
@@ -224,7 +225,8 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["fast", "paper"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=6, help="timed iterations per measurement")
+    parser.add_argument("--steps", type=int, default=6, help="timed iterations per window")
+    parser.add_argument("--windows", type=int, default=3, help="timed windows per contender; the best counts")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, as train's")
     parser.add_argument("--warmup", type=int, default=2, help="untimed n_critic cycles before timing")
     parser.add_argument("--profile-steps", type=int, default=4, help="iterations under the profiler")
