@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from medsagan.config import load_config
@@ -53,3 +54,20 @@ def test_speed_benchmark_prints_every_figure(tmp_path):
     assert 0 < result["percent_of_peak"] < 100
     assert result["speedup_over_official_schedule"] > 0 and result["versus_iterations_per_s"] > 0
     assert lines[1].startswith("| fast |") and lines[1].count("|") == 10
+
+
+def test_aggregations_rank_maps_by_their_brightest_pixels_and_blur_keeps_the_mean():
+    import aggregation
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((3, 16, 16)).astype(np.float32)
+    assert np.allclose(aggregation.aggregate(maps, 0.0, 1.0), maps.reshape(3, -1).mean(1))
+    top = aggregation.aggregate(maps, 0.0, 0.05)  # 13 of 256 pixels
+    assert np.allclose(top, np.sort(maps.reshape(3, -1), 1)[:, -13:].mean(1))
+    # Reflect padding makes the blur a weighted average of the map itself: a flat map stays flat.
+    assert np.allclose(aggregation.blur(np.full((1, 16, 16), 0.3, np.float32), 2.0), 0.3, atol=1e-6)
+    # A small bright spot: top-k finds it, the mean barely moves, the blur spreads it below its peak.
+    spot = np.zeros((1, 16, 16), np.float32)
+    spot[0, 8, 8] = 1.0
+    assert aggregation.aggregate(spot, 0.0, 0.01)[0] > 0.3 > aggregation.aggregate(spot, 0.0, 1.0)[0]
+    assert aggregation.blur(spot, 1.0).max() < 0.2
