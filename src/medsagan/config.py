@@ -175,7 +175,8 @@ def decay_window(t: TrainConfig) -> tuple[int, int]:
 # about 1 % of the paper's budget; on unused Med-AD pool images (never the test set) 1e-4 was steadier
 # than 2e-4 and ended higher. It validates every 100 iterations. A moving average of the generator
 # (train.ema_half_life) is off: at this budget the test AUC still rises at the last checkpoint, and an
-# average with a 2000-image half-life lags behind it (README, Results).
+# average with a 2000-image half-life lags behind it (README, Results). A linear learning-rate decay over
+# the second half steadied one seed and stopped another that was still learning (README), so it is off too.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "fast": {
