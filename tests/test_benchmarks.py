@@ -71,3 +71,18 @@ def test_aggregations_rank_maps_by_their_brightest_pixels_and_blur_keeps_the_mea
     spot[0, 8, 8] = 1.0
     assert aggregation.aggregate(spot, 0.0, 0.01)[0] > 0.3 > aggregation.aggregate(spot, 0.0, 1.0)[0]
     assert aggregation.blur(spot, 1.0).max() < 0.2
+
+
+def test_checkpoint_average_is_the_elementwise_mean_and_a_working_generator():
+    import checkpoint_average
+
+    cfg = load_config(preset="fast")
+    first, second = build_generator(cfg.model).state_dict(), build_generator(cfg.model).state_dict()
+    mean = checkpoint_average.average([first, second])
+    assert mean.keys() == first.keys()
+    key = next(k for k, v in first.items() if v.is_floating_point() and not torch.equal(v, second[k]))
+    assert torch.allclose(mean[key], (first[key] + second[key]) / 2)
+    generator = build_generator(cfg.model).eval()
+    generator.load_state_dict(mean)
+    with torch.no_grad():
+        assert torch.isfinite(generator(torch.zeros(1, 1, 64, 64))).all()
