@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medsagan.data.dataset import build_training_data, load_split
+from medsagan.data.dataset import build_training_data, load_split, without_duplicates
 from medsagan.data.sources import open_source
 from medsagan.evaluate.metrics import auc, average_precision
 from medsagan.evaluate.scoring import score_images
@@ -57,7 +57,7 @@ def study(run_dir: str | Path) -> dict:
     detector, _, selection = load_detector(run_dir, device="cpu")
     maps = lambda images: score_images(detector, images, keep_maps=True).maps  # noqa: E731
     negative, positive = maps(data.val_normal.images), maps(data.val_positive.images)
-    test = load_split(source, "test", cfg, run.cache_dir(cfg))
+    test, _ = without_duplicates(load_split(source, "test", cfg, run.cache_dir(cfg)), run.load_digests() or {})
     labels, test_maps = test.labels.numpy(), maps(test.images)
     rows = []
     for sigma in BLUR_SIGMAS:

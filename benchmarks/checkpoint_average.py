@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from trajectory import logged_metric, separation
 
-from medsagan.data.dataset import build_training_data, load_split
+from medsagan.data.dataset import build_training_data, load_split, without_duplicates
 from medsagan.data.sources import open_source
 from medsagan.evaluate.metrics import auc, average_precision
 from medsagan.evaluate.scoring import score_images
@@ -51,7 +51,7 @@ def study(run_dir: str | Path) -> dict:
             states[int(state["iteration"])] = state["generator"]
     ranked = sorted(states, key=lambda i: logged[i], reverse=True)
     latest = sorted(states, reverse=True)
-    test = load_split(source, "test", cfg, run.cache_dir(cfg))
+    test, _ = without_duplicates(load_split(source, "test", cfg, run.cache_dir(cfg)), run.load_digests() or {})
     labels = test.labels.numpy()
     detector = AnomalyDetector(build_generator(cfg.model)).eval()
     rows = []

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from medsagan.data.dataset import build_training_data, load_split
+from medsagan.data.dataset import build_training_data, load_split, without_duplicates
 from medsagan.data.sources import open_source
 from medsagan.evaluate.metrics import auc, average_precision
 from medsagan.evaluate.scoring import score_images
@@ -47,7 +47,7 @@ def trajectory(run_dir: str | Path) -> dict:
     cfg = run.load_config()
     source = open_source(cfg)
     data = build_training_data(source, cfg, run.cache_dir(cfg))
-    test = load_split(source, "test", cfg, run.cache_dir(cfg))
+    test, _ = without_duplicates(load_split(source, "test", cfg, run.cache_dir(cfg)), run.load_digests() or {})
     labels = test.labels.numpy()
     detector = AnomalyDetector(build_generator(cfg.model)).eval()
     logged = logged_metric(run)
@@ -113,7 +113,7 @@ def raw_generator(run_dir: str | Path) -> dict:
     cfg = run.load_config()
     source = open_source(cfg)
     data = build_training_data(source, cfg, run.cache_dir(cfg))
-    test = load_split(source, "test", cfg, run.cache_dir(cfg))
+    test, _ = without_duplicates(load_split(source, "test", cfg, run.cache_dir(cfg)), run.load_digests() or {})
     labels = test.labels.numpy()
     detector = AnomalyDetector(build_generator(cfg.model)).eval()
     points = []

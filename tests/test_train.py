@@ -158,6 +158,26 @@ def test_evaluate_checks_leakage_from_the_saved_digests_without_reloading_traini
     assert result.n_normal == result.n_abnormal == 8
 
 
+def test_evaluate_refuses_test_copies_of_training_images_or_leaves_them_out_and_lists_them(tmp_path):
+    import shutil
+
+    from helpers import make_folder_dataset
+    from medsagan.errors import DataError
+    from medsagan.evaluate import report
+
+    root = make_folder_dataset(tmp_path / "data", n=12)
+    copied = sorted((root / "test" / "normal").iterdir())[0]
+    shutil.copy(copied, root / "normal" / "copy.png")
+    run = fit(tiny_config(data={"path": str(root)}), tmp_path / "run", progress=False)
+    with pytest.raises(DataError, match=r"1 evaluation images are byte-identical .*--drop-duplicates"):
+        report.evaluate_run(run, device="cpu")
+    result = report.evaluate_run(run, device="cpu", drop_duplicates=True)
+    assert (result.n_normal, result.n_abnormal) == (5, 6)
+    assert copied.name not in " ".join(result.paths)
+    written = json.loads((result.output / "metrics.json").read_text())
+    assert len(written["dropped_duplicates"]) == 1 and copied.name in written["dropped_duplicates"][0]
+
+
 def make_trainer(**train):
     from medsagan.train import Trainer
 

@@ -33,11 +33,20 @@ def fit(config: Config, run_dir: str | Path, resume: bool = False, progress: boo
     return train(config, run_dir, resume=resume, progress=progress)
 
 
-def evaluate(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "auto") -> EvalResult:
-    """AUC, AP and thresholded metrics of a run on its dataset's split; also written under RUN/evaluation/."""
+def evaluate(
+    run_dir: str | Path,
+    split: str = "test",
+    official: bool = False,
+    device: str = "auto",
+    drop_duplicates: bool = False,
+) -> EvalResult:
+    """AUC, AP and thresholded metrics of a run on its dataset's split; also written under RUN/evaluation/.
+
+    `drop_duplicates`: leave out images byte-identical to a training or validation image (else an error).
+    """
     from .evaluate.report import evaluate_run
 
-    return evaluate_run(run_dir, split, official=official, device=device)
+    return evaluate_run(run_dir, split, official=official, device=device, drop_duplicates=drop_duplicates)
 
 
 @dataclass

@@ -176,8 +176,13 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
     help="Score as the official code did (training mode, random mask); for comparison only.",
 )
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--drop-duplicates",
+    is_flag=True,
+    help="Leave out images byte-identical to a training image (listed in metrics.json) instead of refusing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate(run, split, official_scoring, device, as_json):
+def evaluate(run, split, official_scoring, device, drop_duplicates, as_json):
     """Score a run's test split: AUC, AP, metrics.json, scores.csv and curves.png in RUN/evaluation/SPLIT.
 
     \b
@@ -185,7 +190,7 @@ def evaluate(run, split, official_scoring, device, as_json):
     """
     from .evaluate.report import evaluate_run
 
-    result = evaluate_run(run, split, official=official_scoring, device=device)
+    result = evaluate_run(run, split, official=official_scoring, device=device, drop_duplicates=drop_duplicates)
     metrics = result.to_dict()
     if as_json:
         click.echo(json.dumps(metrics))
@@ -197,6 +202,8 @@ def evaluate(run, split, official_scoring, device, as_json):
     )
     click.echo(f"checkpoint: iteration {chosen['iteration']}, chosen by {chosen['selection']}")
     click.echo(f"scoring: {metrics['scoring']}")
+    if metrics["dropped_duplicates"]:
+        click.echo(f"left out (copies of training images): {'; '.join(metrics['dropped_duplicates'])}")
     if "at_threshold" in metrics:
         t = metrics["at_threshold"]
         click.echo(

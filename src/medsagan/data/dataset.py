@@ -281,15 +281,27 @@ def load_split(source: Source, split: str, cfg: Config, cache_dir) -> ImageSet:
     return ImageSet.concat(*sets)
 
 
-def check_leakage(evaluated: Mapping[str, str], training: Mapping[str, str], what: str = "evaluation") -> None:
-    """Refuse `what` images whose bytes are identical to a training or validation image.
+def duplicates(evaluated: Mapping[str, str], training: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(evaluated name, training name) for each evaluated image whose bytes equal a training image's.
 
-    Both sides map a content digest to the image's id (or path), which the error names.
+    Both sides map a content digest to the image's id (or path).
     """
-    clashes = [(name, training[digest]) for digest, name in evaluated.items() if digest in training]
+    return [(name, training[digest]) for digest, name in evaluated.items() if digest in training]
+
+
+def without_duplicates(images: ImageSet, training: Mapping[str, str]) -> tuple[ImageSet, list[str]]:
+    """`images` less those byte-identical to a training image, and "name = training name" for each left out."""
+    dropped = [f"{a} = {b}" for a, b in duplicates(dict(zip(images.digests, images.paths, strict=True)), training)]
+    return images.subset([i for i, d in enumerate(images.digests) if d not in training]), dropped
+
+
+def check_leakage(evaluated: Mapping[str, str], training: Mapping[str, str], what: str = "evaluation") -> None:
+    """Refuse `what` images whose bytes are identical to a training or validation image, naming them."""
+    clashes = duplicates(evaluated, training)
     if clashes:
         shown = "; ".join(f"{a} = {b}" for a, b in clashes[:SHOWN])
         raise DataError(
             f"{len(clashes)} {what} images are byte-identical to training or validation images (leakage): {shown}; "
-            "remove them from one side"
+            "remove them from one side, or evaluate with --drop-duplicates to leave them out of the metrics "
+            "(metrics.json then lists them)"
         )

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.dataset import build_training_data, check_leakage, load_split
+from ..data.dataset import build_training_data, check_leakage, load_split, without_duplicates
 from ..data.sources import open_source
 from ..files import atomic_write_text
 from ..runs import Calibration, RunDir, Selection, load_detector
@@ -37,6 +37,7 @@ class EvalResult:
     scoring: str
     skipped_images: list[str]
     output: Path
+    dropped_duplicates: list[str]
     ids: list[str] = field(repr=False)
     paths: list[str] = field(repr=False)
     labels: np.ndarray = field(repr=False)
@@ -65,14 +66,26 @@ class EvalResult:
                 "score": SCORE_NOTE,
                 "metrics_from": METRICS_NOTE,
                 "skipped_images": self.skipped_images,
+                "dropped_duplicates": self.dropped_duplicates,
                 "output": str(self.output),
             }
         )
         return metrics
 
 
-def evaluate_run(run_dir: str | Path, split: str = "test", official: bool = False, device: str = "auto") -> EvalResult:
-    """Score `split` ("test" or "val") with the run's selected generator; metrics written under RUN/evaluation/."""
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    official: bool = False,
+    device: str = "auto",
+    drop_duplicates: bool = False,
+) -> EvalResult:
+    """Score `split` ("test" or "val") with the run's selected generator; metrics written under RUN/evaluation/.
+
+    An image of `split` whose bytes equal a training or validation image's is an error, or with
+    `drop_duplicates` left out of the metrics and listed in metrics.json (public files such as MedMNIST's
+    hold a few such copies).
+    """
     from ..viz.plots import evaluation_figure
 
     run = RunDir(run_dir)
@@ -80,10 +93,15 @@ def evaluate_run(run_dir: str | Path, split: str = "test", official: bool = Fals
     cache = run.cache_dir(cfg)
     source = open_source(cfg)
     images = load_split(source, split, cfg, cache)
+    skipped = images.skipped
     training = run.load_digests()
     if training is None:  # a run of an older version: rebuild its training pools to know them
         training = build_training_data(source, cfg, cache).digests()
-    check_leakage(dict(zip(images.digests, images.paths, strict=True)), training)
+    dropped = []
+    if drop_duplicates:
+        images, dropped = without_duplicates(images, training)
+    else:
+        check_leakage(dict(zip(images.digests, images.paths, strict=True)), training)
 
     scores = score_images(detector, images.images, official=official).scores
     labels = images.labels.numpy()
@@ -99,7 +117,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", official: bool = Fals
         calibration=calibration,
         at_threshold=at_threshold(labels, scores, calibration.threshold.value) if calibration else None,
         scoring=OFFICIAL_NOTE if official else DETERMINISTIC_NOTE,
-        skipped_images=images.skipped,
+        skipped_images=skipped,
+        dropped_duplicates=dropped,
         output=run.evaluation(f"{split}-official" if official else split),
         ids=images.ids,
         paths=images.paths,
