@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from medsagan.config import Config, load_config, parse_overrides
+from medsagan.config import Config, decay_window, load_config, parse_overrides
 from medsagan.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -92,11 +92,13 @@ def test_choices_come_from_the_types_and_moved_keys_say_where():
 
 
 def test_decay_is_a_share_of_the_run_and_is_saved_in_iterations():
-    cfg = load_config(preset="fast", overrides={"train": {"lr_schedule": "linear", "iterations": 2000}})
+    cfg = load_config(preset="fast", overrides={"train": {"iterations": 3000}})
     fixed = cfg.fixed_schedule().train
-    assert (fixed.lr_decay_start, fixed.lr_decay_length) == (1000, 1000)  # the last half of 2000 iterations
-    extended = cfg.fixed_schedule().replace(train={"iterations": 4000}).fixed_schedule().train
-    assert (extended.lr_decay_start, extended.lr_decay_length) == (1000, 1000)  # unchanged by a longer run
+    assert (fixed.lr_decay_start, fixed.lr_decay_length) == (2600, 400)  # fast decays over the last 13 %
+    extended = cfg.fixed_schedule().replace(train={"iterations": 6000}).fixed_schedule().train
+    assert (extended.lr_decay_start, extended.lr_decay_length) == (2600, 400)  # unchanged by a longer run
+    half = load_config(preset="fast", overrides={"train": {"lr_decay_start": 0.5, "iterations": 2000}})
+    assert decay_window(half.train) == (1000, 1000)
     paper = load_config().fixed_schedule().train
     assert (paper.lr_decay_start, paper.lr_decay_length) == (50_000, 50_000)  # official num_iters_decay
 
