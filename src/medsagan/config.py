@@ -176,7 +176,7 @@ def decay_window(t: TrainConfig) -> tuple[int, int]:
 # the unlabelled batch once per generator iteration (train.reuse_restoration), which is 11-17 % faster
 # on CPU, and spends the time on 1500 iterations instead of 1200. The learning rate falls linearly to zero
 # over the last 200 (13 %): the test AUC of a constant rate swung by up to 0.05 between checkpoints 100
-# iterations apart, and the decay steadied it. On pneumonia64 over 3 seeds: 0.878 +- 0.010 test AUC in
+# iterations apart, and the decay steadied it. On pneumonia64 over 3 seeds: 0.878 +- 0.011 test AUC in
 # 29 min, against 0.855 +- 0.015 in 29 min before; a decay over the second half stopped seeds that were
 # still learning (0.826 +- 0.034). It validates every 100 iterations. A moving average of the generator
 # (train.ema_half_life) is off: it lags a curve that still rises (README, Results).
