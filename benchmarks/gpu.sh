@@ -27,17 +27,17 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version
 echo "== speed: float32, then bfloat16 autocast + compiled generator"
 python benchmarks/speed.py --device cuda --presets fast paper --steps 50 --markdown | tee "$out/speed.txt"
 python benchmarks/speed.py --device cuda --presets fast paper --steps 50 --markdown \
-    --set train.amp=true train.compile=true | tee -a "$out/speed.txt"
+    --set train.precision=bfloat16 train.compile=true | tee -a "$out/speed.txt"
 
 echo "== accuracy: 200 iterations of fast, float32 against bfloat16"
 if [ -z "$data" ]; then
     echo "no Med-AD data found: using the synthetic data (a smoke check, not an accuracy figure)" | tee -a "$out/gpu.txt"
     data=synthetic
 fi
-for amp in false true; do
-    run="$out/fast-200-amp-$amp"
+for precision in float32 bfloat16; do
+    run="$out/fast-200-$precision"
     rm -rf "$run"
     python -m medsagan train --preset fast --data "$data" --out "$run" --no-progress \
-        train.iterations=200 train.validate_every=50 train.checkpoint_every=100 train.device=cuda train.amp=$amp
+        train.iterations=200 train.validate_every=50 train.checkpoint_every=100 train.device=cuda train.precision=$precision
     python -m medsagan evaluate "$run" --device cuda --json | tee -a "$out/accuracy.txt"
 done

@@ -5,7 +5,7 @@
     torchrun --standalone --nproc-per-node 8 benchmarks/speed.py --presets paper --batch 256   # 8 GPUs
 
 For each preset, in one run:
-- peak: a large float32 (or, with train.amp, bfloat16) matmul at the same thread count, in GFLOP/s;
+- peak: a large float32 (or, with bfloat16 training, bfloat16) matmul at the same thread count, in GFLOP/s;
 - training: whole iterations of the training loop's own `Trainer.iteration` with the preset's settings (a
   critic step every iteration with the gradient penalty, a generator step every n_critic-th), on random
   images; FLOPs per iteration counted by torch.utils.flop_counter over one n_critic cycle (forward, backward
@@ -28,6 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from medsagan.config import load_config, merge, parse_overrides
+from medsagan.devices import resolve_precision
 from medsagan.distributed import SINGLE, World, local_device, start, world_from_env
 from medsagan.evaluate.scoring import score_images
 from medsagan.models import AnomalyDetector, build_generator, count_parameters
@@ -177,7 +178,8 @@ def measure(preset: str, args, device: torch.device, world: World = SINGLE) -> d
     if not world.is_main:
         return None
     flops = flops_per_iteration(make_trainer(cfg, device, SINGLE))  # the whole global batch
-    peak = peak_gflops(device, torch.bfloat16 if cfg.train.amp else torch.float32) * world.size
+    bfloat16 = resolve_precision(cfg.train.precision, device) == "bfloat16"
+    peak = peak_gflops(device, torch.bfloat16 if bfloat16 else torch.float32) * world.size
     achieved = flops * speed / 1e9
     if args.profile:
         table = profile_table(trainer, device, args.profile_steps)
@@ -189,7 +191,7 @@ def measure(preset: str, args, device: torch.device, world: World = SINGLE) -> d
         "threads": torch.get_num_threads(),
         "processes": world.size,
         "batch": args.batch,
-        "precision": "bfloat16 autocast" if cfg.train.amp else "float32",
+        "precision": "bfloat16 autocast" if bfloat16 else "float32",
         "generator_params": count_parameters(build_generator(cfg.model)),
         "peak_gflops": round(peak, 1),
         "gflop_per_iteration": round(flops / 1e9, 2),

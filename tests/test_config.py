@@ -131,3 +131,16 @@ def test_a_run_saved_before_a_key_existed_reads_back_as_it_ran(tmp_path):
     cfg = RunDir(tmp_path).load_config()
     assert cfg.data.val_unlabeled_fraction == 0.0 and cfg.train.ema_half_life == 0.0 and cfg.data.labeled_size == -1
     assert load_config().data.val_unlabeled_fraction == 0.1  # a new run holds unlabelled images out
+
+
+@pytest.mark.parametrize(("amp", "precision"), [(True, "bfloat16"), (False, "float32")])
+def test_a_run_saved_with_the_old_amp_switch_reads_back_in_its_precision(tmp_path, amp, precision):
+    from medsagan.runs import RunDir
+
+    values = load_config(preset="fast").to_dict()
+    del values["train"]["precision"]
+    values["train"]["amp"] = amp
+    (tmp_path / "config.yaml").write_text(__import__("yaml").safe_dump(values))
+    assert RunDir(tmp_path).load_config().train.precision == precision
+    with pytest.raises(ConfigError, match=r"train\.amp was replaced by train\.precision"):
+        load_config(overrides={"train": {"amp": amp}})

@@ -235,3 +235,25 @@ def test_reusing_the_restoration_computes_the_same_step_as_two_passes():
     torch.manual_seed(0)
     untrained = make_trainer().generator.parameters()
     assert any(not torch.equal(a, b) for a, b in zip(reused.generator.parameters(), untrained, strict=True))
+
+
+def test_auto_precision_is_chosen_once_per_run_and_kept_on_resume(tmp_path, monkeypatch):
+    import medsagan.devices as devices
+    from medsagan.runs import RunDir
+
+    for native, expected in ((False, "float32"), (True, "bfloat16")):
+        monkeypatch.setattr(devices, "native_bfloat16", lambda device, native=native: native)
+        cfg = tiny_config(train={"precision": "auto", "iterations": 2})
+        run = RunDir(fit(cfg, tmp_path / expected, progress=False))
+        assert run.load_config().train.precision == expected
+    # Continued on a machine without native bfloat16, the run keeps the precision it started in.
+    monkeypatch.setattr(devices, "native_bfloat16", lambda device: False)
+    run = RunDir(tmp_path / "bfloat16")
+    fit(run.resumed_config({"iterations": 4}), run.path, resume=True, progress=False)
+    cfg = run.load_config()
+    assert cfg.train.precision == "bfloat16" and cfg.train.iterations == 4
+    # The training passes run under autocast in bfloat16 only; "auto" here finds no native support.
+    for precision, dtype in (("bfloat16", torch.bfloat16), ("auto", torch.float32), ("float32", torch.float32)):
+        trainer = make_trainer(precision=precision)
+        with trainer.autocast:
+            assert trainer.generator.stem[0](torch.zeros(1, 1, 32, 32)).dtype == dtype

@@ -24,6 +24,7 @@ SourceKind = Literal["auto", "medad", "folder", "medmnist", "synthetic"]
 UnlabeledDraw = Literal["prefix", "random"]
 PseudoAnomaly = Literal["fpi", "cutpaste"]
 LRSchedule = Literal["constant", "linear", "official"]
+Precision = Literal["float32", "bfloat16", "auto"]
 MedMNISTTask = Literal["", "pneumoniamnist", "retinamnist", "breastmnist"]
 PresetName = Literal["paper", "fast", "baseline"]
 
@@ -100,7 +101,9 @@ class TrainConfig:
     log_every: int = 50  # iterations between JSON-lines log records
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N | mps
-    amp: bool = False  # bfloat16 autocast; off by default
+    # float32 as the paper; bfloat16 autocast for the training passes (validation and scoring stay float32);
+    # auto: bfloat16 where the device computes it natively, else float32. A new run saves what auto chose.
+    precision: Precision = "float32"
     # Exponential moving average of the generator's weights, used for validation, selection and scoring
     # (as StyleGAN2-ADA and EDM keep one): its half-life in images through the generator; 0: off (paper).
     ema_half_life: float = 0.0
@@ -221,7 +224,7 @@ def to_plain(value: Any) -> Any:
 
 
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """`["model.patches=4", "train.amp=true"]` -> nested dict; values are parsed as YAML scalars."""
+    """`["model.patches=4", "train.seed=1"]` -> nested dict; values are parsed as YAML scalars."""
     nested: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -373,6 +376,12 @@ MOVED = {
 }
 
 
+# Keys replaced by another key: what an older saved run's value means in the new one.
+REPLACED = {
+    "train.amp": ("train.precision", lambda amp: "bfloat16" if amp else "float32"),
+}
+
+
 # Keys added later, with the value that gives an older saved run's behaviour when it is read back.
 ADDED = {
     "data.labeled_size": -1,
@@ -390,6 +399,10 @@ def migrate(values: dict[str, Any]) -> dict[str, Any]:
         section, name = key.split(".")
         if isinstance(values.get(section), dict):
             values[section].setdefault(name, value)
+    for old, (new, convert) in REPLACED.items():
+        (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
+        if old_name in values.get(old_section, {}):
+            values.setdefault(new_section, {})[new_name] = convert(values[old_section].pop(old_name))
     for old, new in MOVED.items():
         (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
         if old_name in values.get(old_section, {}):
@@ -404,6 +417,9 @@ def build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     for key in values:
         if f"{prefix}{key}" in MOVED:
             raise ConfigError(f"{prefix}{key} has moved: set {MOVED[prefix + key]} instead")
+        if f"{prefix}{key}" in REPLACED:
+            new = REPLACED[prefix + key][0]
+            raise ConfigError(f"{prefix}{key} was replaced by {new}: set {new}=bfloat16 (or float32, auto)")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(known)}"

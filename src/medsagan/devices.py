@@ -20,3 +20,24 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise RunError(f"device {name!r} asked for, but MPS is not available here; use --device cpu")
     return device
+
+
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 in hardware, so autocast is faster there rather than emulated.
+
+    CUDA GPUs from Ampere on; CPUs with AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake) or AMX (Intel
+    Sapphire Rapids and later). Elsewhere bfloat16 convolutions are emulated and slower than float32.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run on `device` trains in: "auto" is bfloat16 where the device has it natively."""
+    if precision == "auto":
+        return "bfloat16" if native_bfloat16(device) else "float32"
+    return precision

@@ -20,7 +20,7 @@ from .config import Config, TrainConfig, decay_window
 from .data.dataset import TrainingData, build_training_data, to_model_range
 from .data.sampler import PairSampler
 from .data.sources import open_source
-from .devices import resolve_device
+from .devices import resolve_device, resolve_precision
 from .distributed import SINGLE, World, check_batch, local_device, start, stop, world_from_env
 from .errors import MedsaganError, RunError
 from .evaluate.calibration import calibrate
@@ -112,7 +112,8 @@ class Trainer:
             len(normal_images), len(unlabeled_images), t.batch_size, cfg.data.fixed_pairing, self.rngs["data"]
         )
         self.objective = SAGANLoss(self.generator, self.critic, cfg.loss, self.rngs["loss"])
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.amp)
+        bfloat16 = resolve_precision(t.precision, device) == "bfloat16"
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16)
         self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval() if t.ema_half_life else None
         if t.compile:
             self.objective.generator = torch.compile(self.generator)
@@ -220,6 +221,8 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
     cfg = cfg.with_absolute_paths().fixed_schedule()  # decay in iterations: a later --resume keeps it
     check_batch(world, cfg.train.batch_size)
     device = local_device(resolve_device(cfg.train.device), world)  # refused before any folder is made
+    # What "auto" chose is saved, so a resumed run keeps its precision on whatever machine it continues.
+    cfg = cfg.replace(train={"precision": resolve_precision(cfg.train.precision, device)})
     start(world, device)
     try:
         with ExitStack() as held:
