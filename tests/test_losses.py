@@ -80,3 +80,39 @@ def test_without_unlabelled_images_pseudo_anomalies_are_the_fakes():
     normal = torch.rand(4, 1, 8, 8)
     batch = loss.make_batch(normal, torch.zeros(0, 1, 8, 8))
     assert torch.equal(batch.unlabeled, batch.pseudo)
+
+
+def test_the_critic_can_see_real_normals_through_the_generators_training_mask():
+    from medsagan.models.blocks import perfectly_restored
+
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 16, 16) * 2 - 1
+    noisy = perfectly_restored(x, 0.95)
+    changed = ~torch.isclose(noisy, x)
+    # About 5 % of pixels, each replaced by what the mask makes of it in the generator: tanh(2x).
+    assert 0.03 < changed.float().mean() < 0.07
+    assert torch.allclose(noisy[changed], torch.tanh(2 * x)[changed])
+    assert torch.equal(perfectly_restored(x, 1.0), x)
+    # A generator that restores x exactly produces the same noise, so the two share their statistics.
+    identity = torch.atanh(x.clamp(-0.999, 0.999)) - x
+    from medsagan.models.blocks import restore
+
+    torch.manual_seed(1)
+    restored = restore(identity, x, 0.95, training=True)
+    torch.manual_seed(1)
+    assert torch.allclose(restored, perfectly_restored(x, 0.95), atol=2e-3)
+
+    # With the option on, the critic loss scores the noisy normals as its real images.
+    class Masked(Half):
+        mask_keep = 0.95
+
+    w = torch.full((1, 1, 16, 16), 1 / 16)  # ||w|| = 1
+    loss = SAGANLoss(Masked(), Linear(w, b=0.0), LossConfig(critic_real_mask=True), torch.Generator().manual_seed(0))
+    batch = Batch(x, x, x, torch.zeros_like(x), torch.rand(64))
+    torch.manual_seed(2)
+    d_loss, _ = loss.critic_loss(batch)
+    torch.manual_seed(2)
+    real = perfectly_restored(x, 0.95)
+    d = lambda t: Linear(w, b=0.0)(t).mean()  # noqa: E731
+    assert torch.isclose(d_loss, d(0.5 * x) - d(real), atol=1e-5)
+    assert not torch.isclose(d_loss, d(0.5 * x) - d(x), atol=1e-5)

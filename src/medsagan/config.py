@@ -77,6 +77,10 @@ class LossConfig:
     pseudo_anomaly: PseudoAnomaly = "fpi"  # FPI patch blend (paper Sec. 3.1, official) or CutPaste
     fpi_core: float = 0.6  # box centres lie in this central share of the image; official core_percent 0.6
     fpi_half_width: tuple[float, float] = (0.05, 0.2)  # box half-width range, share of the side; official
+    # The critic's real normals pass through the generator's training mask as a perfect restoration would
+    # (tanh(2x) at the masked pixels), so real and fake carry the same mask noise. Off: the paper's critic,
+    # which can learn to spot the noise that the generator cannot remove (README, Results).
+    critic_real_mask: bool = False
 
 
 @dataclass(frozen=True)
@@ -389,6 +393,7 @@ ADDED = {
     "train.ema_half_life": 0.0,
     "train.reuse_restoration": False,
     "train.compile": False,
+    "loss.critic_real_mask": False,
 }
 
 

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from .config import LossConfig
+from .models.blocks import perfectly_restored
 from .synthesis import make_pseudo_anomalies
 
 
@@ -81,12 +82,16 @@ class SAGANLoss:
     def critic_loss(self, batch: Batch, fake: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         """L_adv^D = E[D(x'_u)] - E[D(x_n)] + lambda_gp * GP (Eq. 7): real = normals, fake = restored unlabelled.
 
+        With `critic_real_mask` the real normals carry the generator's training-mask noise as the fakes do.
+
         `fake`: x'_u already restored by the current generator (detached); restored here when not given.
         """
         if fake is None:
             with torch.no_grad():
                 fake = self.generator(batch.unlabeled)
         real = batch.normal
+        if self.cfg.critic_real_mask:
+            real = perfectly_restored(real, getattr(self.generator, "mask_keep", 1.0))
         n = batch.mix.shape[0]
         wasserstein = self.critic(fake).mean() - self.critic(real).mean()
         penalty = gradient_penalty(self.critic, real[:n], fake[:n], batch.mix)

@@ -115,7 +115,21 @@ def restore(additive_map: Tensor, x: Tensor, keep: float, training: bool) -> Ten
     scores random. One delta per pixel, shared by the channels.
     """
     if training and keep < 1.0:
-        shape = (x.shape[0], 1, *x.shape[2:])
-        delta = torch.rand(shape, device=x.device) < keep
-        additive_map = torch.where(delta, additive_map, x)
+        additive_map = torch.where(_keep_mask(x, keep), additive_map, x)
     return torch.tanh(additive_map + x)
+
+
+def perfectly_restored(x: Tensor, keep: float) -> Tensor:
+    """The training-mode output of a generator that restores x exactly, for one fresh draw of the mask.
+
+    x where the mask keeps the map, tanh(2x) where it puts x in its place. Fed to the critic as its real
+    images, these carry the same mask noise as its fakes, so the noise alone cannot tell the two apart.
+    """
+    if keep >= 1.0:
+        return x
+    return torch.where(_keep_mask(x, keep), x, torch.tanh(2 * x))
+
+
+def _keep_mask(x: Tensor, keep: float) -> Tensor:
+    """The mask delta ~ Bernoulli(keep) per pixel, shared by the channels, from torch's global stream (per rank)."""
+    return torch.rand((x.shape[0], 1, *x.shape[2:]), device=x.device) < keep
