@@ -86,3 +86,42 @@ def test_checkpoint_average_is_the_elementwise_mean_and_a_working_generator():
     generator.load_state_dict(mean)
     with torch.no_grad():
         assert torch.isfinite(generator(torch.zeros(1, 1, 64, 64))).all()
+
+
+def test_devset_takes_only_pool_images_the_run_never_saw_and_scores_every_kept_checkpoint(tmp_path):
+    import devset
+
+    from helpers import blob_image, tiny_config, write_png
+    from medsagan.runs import RunDir
+    from medsagan.train import fit
+
+    rng = np.random.default_rng(0)
+    pools = {"train/0": 16, "train/unlabeled/0": 20, "train/unlabeled/1": 40, "test/0": 4, "test/1": 4}
+    names = {pool: [f"{pool.replace('/', '-')}-{i}.png" for i in range(n)] for pool, n in pools.items()}
+    for pool, files in names.items():
+        for name in files:
+            write_png(tmp_path / "data" / "images" / name, blob_image(rng, 32, abnormal=pool.endswith("1")), 32)
+    index = {
+        "train": {
+            "0": names["train/0"],
+            "unlabeled": {"0": names["train/unlabeled/0"], "1": names["train/unlabeled/1"]},
+        },
+        "test": {"0": names["test/0"], "1": names["test/1"]},
+    }
+    (tmp_path / "data" / "data.json").write_text(json.dumps(index))
+    cfg = tiny_config(data={"path": str(tmp_path / "data")}, train={"iterations": 4, "keep_checkpoints": 5})
+    run = RunDir(fit(cfg, tmp_path / "run", progress=False))
+
+    dev = devset.unused_pool_images(run, ratio=0.5)
+    seen = run.load_digests()
+    assert not set(dev.digests) & set(seen)
+    used = set(seen.values())
+    # The protocol took 16 - 9 = 7 unlabelled normals and 9 abnormals from the front of each pool.
+    assert dev.ids[:13] == names["train/unlabeled/0"][7:] and not set(dev.ids) & used
+    assert (dev.labels == 0).sum() == 13 and (dev.labels == 1).sum() == 13
+    assert all(name.startswith("train-unlabeled") for name in dev.ids)
+
+    result = devset.dev_figures(run.path, ratio=0.5)
+    assert [p["iteration"] for p in result["points"]] == [2, 4]
+    assert all(0 <= p["dev_auc"] <= 1 for p in result["points"]) and result["chosen"]["iteration"] in (3, 4)
+    assert json.loads((run.path / "devset.json").read_text())["dev_images"] == {"normal": 13, "abnormal": 13}
