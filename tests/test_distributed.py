@@ -52,12 +52,15 @@ def assert_same_weights(a, b, iteration):
     arithmetic leaves as noise of either sign; Adam's first steps move by lr x sign(gradient), so those
     entries may differ by up to 2 lr per generator step whatever the summation order (one process with
     two threads differs from one with one thread the same way). test_gradients_of_two_ranks_equal_one_process
-    checks the gradients themselves to float tolerance.
+    checks the gradients themselves to float tolerance. The critic's gradients are never exactly zero, but
+    Adam divides each by its own running size, so the rounding noise of a different summation order (two
+    ranks' averaged halves against one batch) grows with every step: on a Zen 5 CPU the two runs end 0.15 lr
+    apart after 12 critic steps (on the earlier CPU within 1e-5 relative). Data or sampler bugs move many lr.
     """
     first = load_tensors(a / "checkpoints" / f"state-{iteration:08d}.pt")
     second = load_tensors(b / "checkpoints" / f"state-{iteration:08d}.pt")
     for key, value in first["critic"].items():
-        torch.testing.assert_close(second["critic"][key], value, rtol=1e-5, atol=1e-7, msg=f"critic.{key}")
+        torch.testing.assert_close(second["critic"][key], value, rtol=0, atol=5e-5, msg=f"critic.{key}")
     bound = 2 * 5e-5 * (iteration // 2)  # 2 lr per generator step (n_critic 2, lr 5e-5)
     for key, value in first["generator"].items():
         torch.testing.assert_close(second["generator"][key], value, rtol=0, atol=bound, msg=f"generator.{key}")
@@ -126,6 +129,7 @@ def _gradient_step(rank, world_size, init_file, out_file):
     if rank == 0:
         torch.save({"generator": trainer.generator.state_dict(), "critic": trainer.critic.state_dict()}, out_file)
     if world_size > 1:
+        torch.distributed.barrier()  # rank 1 leaving while rank 0 still saves aborts gloo now and then
         torch.distributed.destroy_process_group()
 
 
