@@ -134,6 +134,27 @@ def test_critic_depth_adapts_to_image_size():
     assert not any(isinstance(m, torch.nn.modules.batchnorm._NormBase) for m in Critic(64).modules())
 
 
+def test_critic_slope_sets_how_much_gradient_an_off_unit_passes():
+    from medsagan.models import build_critic
+
+    torch.manual_seed(0)
+    official, leaky = (
+        Critic(64, 1, 4),
+        build_critic(load_config(overrides={"model": {"d_conv_dim": 4, "d_slope": 0.2}}).model),
+    )
+    leaky.load_state_dict(official.state_dict())  # the same weights; only the activations differ
+    assert {m.negative_slope for m in leaky.modules() if isinstance(m, torch.nn.LeakyReLU)} == {0.2}
+    # A critic whose units are all off (every bias far below zero) passes slope**6 of its input gradient.
+    for critic in (official, leaky):
+        with torch.no_grad():
+            for m in critic.main:
+                if isinstance(m, torch.nn.Conv2d):
+                    m.bias.fill_(-100.0)
+    x = torch.rand(2, 1, 64, 64, requires_grad=True)
+    norms = [torch.autograd.grad(c(x).sum(), x)[0].norm() for c in (official, leaky)]
+    assert norms[1] / norms[0] == pytest.approx(20.0**6, rel=1e-3)
+
+
 def test_instance_norm_is_torchs_instance_norm_without_running_statistics():
     from medsagan.models.blocks import InstanceNorm
 

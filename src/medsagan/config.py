@@ -44,6 +44,7 @@ class ModelConfig:
     mask_keep: float = 0.95  # keep probability p of the training mask, paper Eq. 1; official literal 0.95
     d_conv_dim: int = 64  # official d_conv_dim
     d_layers: int = 6  # official d_repeat_num: six stride-2 convs, a 1x1 critic map at 64 px
+    d_slope: float = 0.01  # the critic's LeakyReLU negative slope; official 0.01 (DCGAN's critics use 0.2)
 
 
 @dataclass(frozen=True)
@@ -305,6 +306,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "model.mask_keep": (0, 1, False, True),
     "model.d_conv_dim": (1, None, True, True),
     "model.d_layers": (1, None, True, True),
+    "model.d_slope": (0, 1, True, False),
     "data.anomaly_ratio": (0, 1, True, True),
     "data.labeled_size": (-1, None, True, True),
     "data.unlabeled_size": (-1, None, True, True),
@@ -394,6 +396,7 @@ ADDED = {
     "train.reuse_restoration": False,
     "train.compile": False,
     "loss.critic_real_mask": False,
+    "model.d_slope": 0.01,
 }
 
 

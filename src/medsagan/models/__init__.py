@@ -21,7 +21,7 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
 
 def build_critic(cfg: ModelConfig) -> Critic:
     """The WGAN-GP critic a model config describes."""
-    return Critic(cfg.image_size, cfg.channels, cfg.d_conv_dim, cfg.d_layers)
+    return Critic(cfg.image_size, cfg.channels, cfg.d_conv_dim, cfg.d_layers, cfg.d_slope)
 
 
 def count_parameters(module: nn.Module) -> int:
