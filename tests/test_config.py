@@ -94,9 +94,9 @@ def test_choices_come_from_the_types_and_moved_keys_say_where():
 def test_decay_is_a_share_of_the_run_and_is_saved_in_iterations():
     cfg = load_config(preset="fast", overrides={"train": {"iterations": 3000}})
     fixed = cfg.fixed_schedule().train
-    assert (fixed.lr_decay_start, fixed.lr_decay_length) == (2600, 400)  # fast decays over the last 13 %
+    assert (fixed.lr_decay_start, fixed.lr_decay_length) == (2000, 1000)  # fast decays over the last third
     extended = cfg.fixed_schedule().replace(train={"iterations": 6000}).fixed_schedule().train
-    assert (extended.lr_decay_start, extended.lr_decay_length) == (2600, 400)  # unchanged by a longer run
+    assert (extended.lr_decay_start, extended.lr_decay_length) == (2000, 1000)  # unchanged by a longer run
     half = load_config(preset="fast", overrides={"train": {"lr_decay_start": 0.5, "iterations": 2000}})
     assert decay_window(half.train) == (1000, 1000)
     paper = load_config().fixed_schedule().train
@@ -125,11 +125,18 @@ def test_a_run_saved_before_a_key_existed_reads_back_as_it_ran(tmp_path):
     from medsagan.runs import RunDir
 
     values = load_config(preset="fast").to_dict()
-    for section, name in (("data", "val_unlabeled_fraction"), ("train", "ema_half_life"), ("data", "labeled_size")):
+    keys = (
+        ("data", "val_unlabeled_fraction"),
+        ("train", "ema_half_life"),
+        ("data", "labeled_size"),
+        ("model", "d_slope"),
+    )
+    for section, name in keys:
         del values[section][name]
     (tmp_path / "config.yaml").write_text(__import__("yaml").safe_dump(values))
     cfg = RunDir(tmp_path).load_config()
     assert cfg.data.val_unlabeled_fraction == 0.0 and cfg.train.ema_half_life == 0.0 and cfg.data.labeled_size == -1
+    assert cfg.model.d_slope == 0.01  # the official critic
     assert load_config().data.val_unlabeled_fraction == 0.1  # a new run holds unlabelled images out
 
 
