@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from medsagan.config import Config, decay_window, load_config, parse_overrides
+from medsagan.config import Config, decay_window, load_config, parse_overrides, selection_start
 from medsagan.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -103,6 +103,15 @@ def test_decay_is_a_share_of_the_run_and_is_saved_in_iterations():
     assert (paper.lr_decay_start, paper.lr_decay_length) == (50_000, 50_000)  # official num_iters_decay
 
 
+def test_selection_start_is_a_share_of_the_run_saved_in_iterations_and_must_lie_inside_it():
+    fixed = load_config(preset="fast").fixed_schedule()
+    assert selection_start(fixed) == 600 and fixed.evaluation.select_from == 600.0
+    assert selection_start(fixed.replace(train={"iterations": 6000})) == 600  # kept by a longer run
+    assert selection_start(load_config()) == 0  # the paper's preset may choose any checkpoint
+    with pytest.raises(ConfigError, match=r"evaluation.select_from = 700 is past train.iterations = 500"):
+        load_config(preset="fast", overrides={"train": {"iterations": 500}, "evaluation": {"select_from": 700}})
+
+
 def test_baseline_preset_is_brainomaly_without_the_restoration_loss():
     cfg = load_config(preset="baseline")
     assert cfg.model.architecture == "baseline" and cfg.loss.lambda_rec == 0.0
@@ -130,6 +139,7 @@ def test_a_run_saved_before_a_key_existed_reads_back_as_it_ran(tmp_path):
         ("train", "ema_half_life"),
         ("data", "labeled_size"),
         ("model", "d_slope"),
+        ("evaluation", "select_from"),
     )
     for section, name in keys:
         del values[section][name]
@@ -137,6 +147,7 @@ def test_a_run_saved_before_a_key_existed_reads_back_as_it_ran(tmp_path):
     cfg = RunDir(tmp_path).load_config()
     assert cfg.data.val_unlabeled_fraction == 0.0 and cfg.train.ema_half_life == 0.0 and cfg.data.labeled_size == -1
     assert cfg.model.d_slope == 0.01  # the official critic
+    assert cfg.evaluation.select_from == 0.0  # selection could choose any checkpoint
     assert load_config().data.val_unlabeled_fraction == 0.1  # a new run holds unlabelled images out
 
 

@@ -43,6 +43,17 @@ def test_fit_writes_a_complete_run(tmp_path):
     assert calibration["heatmap_scale"]["vmax"] > 0
 
 
+def test_selection_only_chooses_checkpoints_from_select_from_on(tmp_path):
+    run = fit(tiny_config(evaluation={"select_from": 4}), tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    logged = {r["iteration"]: r["val/aucp"] for r in records if "val/aucp" in r}
+    assert sorted(logged) == [3, 6]  # validation before select_from is still logged
+    best = load_tensors(run / "best.pt")
+    assert best["iteration"] == 6 and best["value"] == logged[6]
+    assert best["selection"].endswith("among the checkpoints from iteration 4")
+    assert [r["best_iteration"] for r in records if "val/aucp" in r] == [0, 6]
+
+
 def test_existing_run_directory_is_not_overwritten(tmp_path):
     fit(tiny_config(), tmp_path / "run", progress=False)
     with pytest.raises(RunError, match="already holds a run; continue it with --resume"):

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import restore_rng, rng_states
-from .config import Config, TrainConfig, decay_window
+from .config import Config, TrainConfig, decay_window, selection_start
 from .data.dataset import TrainingData, build_training_data, to_model_range
 from .data.sampler import PairSampler
 from .data.sources import open_source
@@ -288,7 +288,9 @@ def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool, world: 
     # Build the networks, their optimisers, the sampler and the objective (the same on every rank).
     trainer = Trainer(cfg, device, data.normal.images, data.unlabeled.images, world)
     detector = AnomalyDetector(trainer.scored_generator)
-    description = DESCRIPTIONS[data.validation]
+    description, select_from = DESCRIPTIONS[data.validation], selection_start(cfg)
+    if select_from > 0:
+        description = f"{description}; among the checkpoints from iteration {select_from}"
 
     # Resume: weights, optimisers, schedules, the sampler's place and every random stream.
     start_at, best, best_weights = 0, Selection(0, None, None, description), {}
@@ -330,10 +332,11 @@ def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool, world: 
                 postfix = {short: f"{record[key]:.3f}" for key, short in shown.items() if key in record}
                 bar.set_postfix({**postfix, "img/s": f"{record['images_per_s']:.0f}"})
 
-            # Validate (rank 0) and keep the best generator by the validation metric.
+            # Validate (rank 0) and keep the best generator by the validation metric, from select_from on.
             if main and (step % t.validate_every == 0 or last):
                 result = validation_metric(detector, data)
-                if result is None or best.value is None or result[1] > best.value:
+                eligible = step >= select_from
+                if eligible and (result is None or best.value is None or result[1] > best.value):
                     best = Selection(step, result and result[0], result and result[1], description)
                     best_weights = {k: v.detach().clone() for k, v in trainer.scored_generator.state_dict().items()}
                     run.save_best(best_weights, best)
