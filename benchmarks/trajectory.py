@@ -1,11 +1,14 @@
 """Per-checkpoint figures of a finished benchmark run, for the README only (never used to select anything).
 
-    python benchmarks/trajectory.py RUN [RUN ...] [--raw-generator]
+    python benchmarks/trajectory.py RUN [RUN ...] [--raw-generator] [--select-from ITERATION]
 
 For every training state the run kept: the label-free selection metric it logged while training, AUCp against
 the unlabelled images it trained on (the older selection signal, which also rewards memorising them), and the
 test AUC and AP, from one read of the test split after training. Writes trajectory.json and trajectory.png in
-the run folder, and says which checkpoint each selection signal would have picked.
+the run folder, and says which checkpoint each selection signal would have picked (the selection metric among
+the checkpoints the run's evaluation.select_from allows, and with --select-from among those from ITERATION on:
+what a run with that setting chooses, as selection never feeds back into training). Scoring is deterministic,
+so the points of an existing trajectory.json that lists every kept state are reused.
 """
 
 import json
@@ -15,6 +18,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from medsagan.config import selection_start
 from medsagan.data.dataset import build_training_data, load_split, without_duplicates
 from medsagan.data.sources import open_source
 from medsagan.evaluate.metrics import auc, average_precision
@@ -41,10 +45,50 @@ def logged_metric(run: RunDir) -> dict[int, float]:
     return found
 
 
-def trajectory(run_dir: str | Path) -> dict:
+def trajectory(run_dir: str | Path, select_from: int | None = None) -> dict:
     """Figures per kept checkpoint, and the test AUC each selection signal's choice would have had."""
     run = RunDir(run_dir)
     cfg = run.load_config()
+    points = saved_points(run)
+    if points is None:
+        points = score_checkpoints(run, cfg)
+    kind = json.loads(run.data.read_text())["validation"]["kind"]
+    result = {"validation": kind, "points": points, "picks": picks(points, selection_start(cfg), select_from)}
+    atomic_write_text(run.path / "trajectory.json", json.dumps(result, indent=1))
+    plot(result, run.path / "trajectory.png", f"{run.path.parent.name} / {run.path.name}")
+    return result
+
+
+def picks(points: list[dict], run_start: int, select_from: int | None = None) -> dict[str, dict]:
+    """The checkpoint each signal would choose: the selection metric from the run's own first eligible
+    iteration (and from `select_from`), AUCp on the training unlabelled images, and the last one."""
+    starts = {"selection_metric": run_start, "aucp_training_unlabeled": 0}
+    if select_from is not None:
+        starts[f"selection_metric_from_{select_from}"] = select_from
+    chosen = {}
+    for name, start in starts.items():
+        signal = "aucp_training_unlabeled" if name == "aucp_training_unlabeled" else "selection_metric"
+        usable = [p for p in points if p.get(signal) is not None and p["iteration"] >= start]
+        if usable:
+            best = max(usable, key=lambda p: p[signal])  # the first of equals, as training keeps it
+            chosen[name] = {k: best[k] for k in ("iteration", "test_auc", "test_ap")}
+    if points:
+        chosen["last"] = {k: points[-1][k] for k in ("iteration", "test_auc", "test_ap")}
+    return chosen
+
+
+def saved_points(run: RunDir) -> list[dict] | None:
+    """The points of RUN/trajectory.json when it is newer than, and covers, every kept training state; else None."""
+    path = run.path / "trajectory.json"
+    if not path.is_file() or any(state.stat().st_mtime > path.stat().st_mtime for state in run.states()):
+        return None
+    points = json.loads(path.read_text()).get("points", [])
+    kept = [int(p.stem.split("-")[-1]) for p in run.states()]
+    return points if [p["iteration"] for p in points] == kept else None
+
+
+def score_checkpoints(run: RunDir, cfg) -> list[dict]:
+    """Test AUC and AP of every kept training state (one read of the test split), with the logged metric."""
     source = open_source(cfg)
     data = build_training_data(source, cfg, run.cache_dir(cfg))
     test, _ = without_duplicates(load_split(source, "test", cfg, run.cache_dir(cfg)), run.load_digests() or {})
@@ -65,18 +109,7 @@ def trajectory(run_dir: str | Path) -> dict:
         if data.val_normal is not None and len(data.unlabeled):
             point["aucp_training_unlabeled"] = separation(detector, data.val_normal.images, data.unlabeled.images)
         points.append(point)
-    picks = {}
-    for signal in ("selection_metric", "aucp_training_unlabeled"):
-        usable = [p for p in points if p.get(signal) is not None]
-        if usable:
-            best = max(usable, key=lambda p: p[signal])
-            picks[signal] = {"iteration": best["iteration"], "test_auc": best["test_auc"], "test_ap": best["test_ap"]}
-    if points:
-        picks["last"] = {k: points[-1][k] for k in ("iteration", "test_auc", "test_ap")}
-    result = {"validation": data.validation, "points": points, "picks": picks}
-    atomic_write_text(run.path / "trajectory.json", json.dumps(result, indent=1))
-    plot(result, run.path / "trajectory.png", f"{run.path.parent.name} / {run.path.name}")
-    return result
+    return points
 
 
 def plot(result: dict, path: Path, title: str) -> None:
@@ -141,7 +174,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--raw-generator", action="store_true", help="score the generator's own weights")
+    parser.add_argument("--select-from", type=int, help="also pick by the selection metric from this iteration on")
     args = parser.parse_args()
     for run_dir in args.runs:
-        found = raw_generator(run_dir) if args.raw_generator else trajectory(run_dir)
+        found = raw_generator(run_dir) if args.raw_generator else trajectory(run_dir, args.select_from)
         print(run_dir, json.dumps(found.get("pick") or found.get("picks")), flush=True)

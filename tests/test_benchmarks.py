@@ -129,3 +129,18 @@ def test_devset_takes_only_pool_images_the_run_never_saw_and_scores_every_kept_c
     assert [p["iteration"] for p in result["points"]] == [2, 4]
     assert all(0 <= p["dev_auc"] <= 1 for p in result["points"]) and result["chosen"]["iteration"] in (3, 4)
     assert json.loads((run.path / "devset.json").read_text())["dev_images"] == {"normal": 13, "abnormal": 13}
+
+
+def test_trajectory_picks_the_first_best_checkpoint_from_each_start():
+    from trajectory import picks
+
+    metric = {100: 0.81, 200: 0.70, 300: 0.75, 400: 0.75, 500: 0.72}
+    points = [
+        {"iteration": i, "selection_metric": m, "aucp_training_unlabeled": i / 1e3, "test_auc": i / 600, "test_ap": 0.5}
+        for i, m in metric.items()
+    ]
+    chosen = picks(points, run_start=0, select_from=300)
+    assert chosen["selection_metric"]["iteration"] == 100  # any checkpoint: the early one wins by its AUCp
+    assert chosen["selection_metric_from_300"]["iteration"] == 300  # of two equals the first, as training keeps
+    assert chosen["aucp_training_unlabeled"]["iteration"] == 500 and chosen["last"]["iteration"] == 500
+    assert picks(points, run_start=200)["selection_metric"]["iteration"] == 300
