@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from speed import training_compute
 from trajectory import trajectory
 
 from medsagan import evaluate, fit, load_config
@@ -68,6 +69,7 @@ def main() -> None:
                 "auc": result.auc,
                 "ap": result.ap,
                 "train_seconds": round(seconds),
+                "training_tflop": training_compute(run_dir)["training_tflop"],
                 "chosen_iteration": result.checkpoint.iteration,
                 "aucp": result.checkpoint.value,
                 "sensitivity": result.at_threshold["sensitivity"],
@@ -92,13 +94,14 @@ def main() -> None:
         "auc_sd": statistics.stdev(r["auc"] for r in results) if len(results) > 1 else 0.0,
         "ap_sd": statistics.stdev(r["ap"] for r in results) if len(results) > 1 else 0.0,
         "train_seconds_mean": statistics.mean(r["train_seconds"] for r in results),
+        "training_tflop_mean": statistics.mean(r.get("training_tflop", 0) for r in results),
         "runs": results,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     print(
         f"| {args.preset} {' '.join(args.overrides)} | {summary['iterations']} | {len(results)} | "
         f"{summary['auc_mean']:.3f} ± {summary['auc_sd']:.3f} | {summary['ap_mean']:.3f} ± {summary['ap_sd']:.3f} | "
-        f"{summary['train_seconds_mean'] / 60:.0f} min |"
+        f"{summary['training_tflop_mean']:.0f} TFLOP | {summary['train_seconds_mean'] / 60:.0f} min |"
     )
 
 

@@ -32,7 +32,7 @@ from medsagan.devices import resolve_precision
 from medsagan.distributed import SINGLE, World, local_device, start, world_from_env
 from medsagan.evaluate.scoring import score_images
 from medsagan.models import AnomalyDetector, build_generator, count_parameters
-from medsagan.train import Trainer
+from medsagan.trainer import Trainer
 
 
 def sync(device: torch.device) -> None:
@@ -136,6 +136,40 @@ def flops_per_iteration(trainer: Trainer) -> float:
         for step in range(1, cycle + 1):
             trainer.iteration(step)
     return counter.total / cycle
+
+
+def generator_gflop_per_image(cfg) -> float:
+    """Counted GFLOP of one eval-mode restoration (what validation and scoring spend per image)."""
+    generator = build_generator(cfg.model).eval()
+    x = torch.zeros(1, cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
+    with FlopCounter() as counter, torch.no_grad():
+        generator(x)
+    return counter.total / 1e9
+
+
+def training_compute(run_dir) -> dict:
+    """Counted training compute of a finished run: iterations x FLOPs per iteration, plus validation and calibration.
+
+    FLOPs per iteration are counted on random images with the run's own settings (they do not depend on the
+    pixels); each validation scores the held-out images once, and the final calibration scores them again.
+    """
+    from medsagan.runs import RunDir
+
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    cfg = cfg.replace(train={"device": "cpu", "precision": "float32", "compile": False})
+    per_iteration = flops_per_iteration(make_trainer(cfg, torch.device("cpu"), SINGLE)) / 1e9
+    held_out = json.loads(run.data.read_text())["validation"]
+    images = held_out["normal"] + held_out["positive"]
+    t = cfg.train
+    validations = t.iterations // t.validate_every + (1 if t.iterations % t.validate_every else 0)
+    validation = generator_gflop_per_image(cfg) * images * (validations + 1)
+    return {
+        "iterations": t.iterations,
+        "gflop_per_iteration": round(per_iteration, 2),
+        "validation_tflop": round(validation / 1e3, 2),
+        "training_tflop": round((per_iteration * t.iterations + validation) / 1e3, 1),
+    }
 
 
 def profile_table(trainer: Trainer, device: torch.device, steps: int = 4) -> str:

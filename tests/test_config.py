@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,12 @@ def test_a_run_saved_with_the_old_amp_switch_reads_back_in_its_precision(tmp_pat
     assert RunDir(tmp_path).load_config().train.precision == precision
     with pytest.raises(ConfigError, match=r"train\.amp was replaced by train\.precision"):
         load_config(overrides={"train": {"amp": amp}})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", ".nan"])
+@pytest.mark.parametrize("key", ["train.lr_g", "loss.lambda_gp", "data.anomaly_ratio", "evaluation.select_from"])
+def test_non_finite_numbers_are_refused_by_name(key, value):
+    from medsagan.config import parse_overrides
+
+    with pytest.raises(ConfigError, match=re.escape(key) + " = .* is not a finite number"):
+        load_config(overrides=parse_overrides([f"{key}={value}"]))

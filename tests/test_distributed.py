@@ -110,7 +110,7 @@ def _gradient_step(rank, world_size, init_file, out_file):
     """Two iterations of the real Trainer with plain SGD at lr 1, so the weights move by exactly the gradients."""
     from helpers import tiny_config
     from medsagan.distributed import World
-    from medsagan.train import Trainer
+    from medsagan.trainer import Trainer
 
     torch.set_num_threads(1)
     if world_size > 1:

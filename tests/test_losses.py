@@ -116,3 +116,18 @@ def test_the_critic_can_see_real_normals_through_the_generators_training_mask():
     d = lambda t: Linear(w, b=0.0)(t).mean()  # noqa: E731
     assert torch.isclose(d_loss, d(0.5 * x) - d(real), atol=1e-5)
     assert not torch.isclose(d_loss, d(0.5 * x) - d(x), atol=1e-5)
+
+
+def test_a_lazy_penalty_is_left_out_or_weighted_by_its_interval():
+    critic, generator = Linear(torch.randn(1, 1, 4, 4)), Half()
+    lazy = SAGANLoss(generator, critic, LossConfig(lambda_gp=10.0, gp_every=4), torch.Generator().manual_seed(0))
+    every = SAGANLoss(generator, critic, LossConfig(lambda_gp=10.0), torch.Generator().manual_seed(0))
+    images = [torch.rand(4, 1, 4, 4) for _ in range(3)]
+    batch = Batch(*images, torch.zeros(4, 1, 4, 4), torch.rand(4))
+    skipped, skipped_stats = lazy.critic_loss(batch, penalize=False)
+    full, full_stats = every.critic_loss(batch)
+    assert "D/gp" not in skipped_stats
+    assert torch.isclose(skipped, full_stats["D/wasserstein"])
+    penalised, _ = lazy.critic_loss(batch, penalize=True)
+    assert torch.isclose(penalised, full_stats["D/wasserstein"] + 40.0 * full_stats["D/gp"])
+    assert torch.isclose(full, full_stats["D/wasserstein"] + 10.0 * full_stats["D/gp"])

@@ -187,7 +187,7 @@ def test_a_failed_start_removes_the_folder_it_created(tmp_path):
 
 
 def test_an_interrupted_start_resumes_from_zero_and_the_demo_continues(tmp_path, monkeypatch):
-    from medsagan import train as train_module
+    from medsagan import trainer as train_module
     from medsagan.demo import run_demo
 
     def interrupt(*args, **kwargs):

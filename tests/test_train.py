@@ -144,16 +144,37 @@ def test_run_records_absolute_data_paths_so_it_works_from_anywhere(tmp_path, mon
     assert RunDir(tmp_path / "run").load_config().data.path == str((tmp_path / "data").resolve())
 
 
-def test_an_extended_run_keeps_its_decay_schedule(tmp_path):
+def test_an_extended_run_moves_a_decay_not_yet_begun_and_its_weights_keep_changing(tmp_path):
+    from medsagan.runs import RunDir
+
+    linear = {"lr_schedule": "linear", "lr_decay_start": 0.5, "checkpoint_every": 2}
+    fit(tiny_config(train={"iterations": 8, **linear}), tmp_path / "run", progress=False)
+    run = RunDir(tmp_path / "run")
+    for state in run.states()[1:]:
+        state.unlink()  # as if stopped at iteration 2, before its decay began at 4
+    run.best.unlink()
+    fit(run.resumed_config({"iterations": 16}), run.path, resume=True, progress=False)
+    saved = run.load_config().train
+    assert (saved.iterations, saved.lr_decay_start, saved.lr_decay_length) == (16, 8, 8)
+    assert lr_factor(saved)(12) == pytest.approx(0.5)
+    before = load_tensors(run.states()[-2])["generator"]
+    after = load_tensors(run.states()[-1])["generator"]
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the last iterations still train
+
+
+def test_a_run_whose_decay_has_begun_is_not_extended_and_resume_keeps_what_the_run_is(tmp_path):
     from medsagan.runs import RunDir
 
     fit(tiny_config(train={"iterations": 8, "lr_schedule": "linear"}), tmp_path / "run", progress=False)
     run = RunDir(tmp_path / "run")
-    assert (run.load_config().train.lr_decay_start, run.load_config().train.lr_decay_length) == (4, 4)
-    fit(run.resumed_config({"iterations": 12}), run.path, resume=True, progress=False)
-    saved = run.load_config().train
-    assert (saved.iterations, saved.lr_decay_start, saved.lr_decay_length) == (12, 4, 4)
-    assert lr_factor(saved)(6) == pytest.approx(0.5) and lr_factor(saved)(10) == 0.0
+    with pytest.raises(RunError, match=r"rate near zero; start a new run with --iterations 12"):
+        run.resumed_config({"iterations": 12})
+    for key, value in (("seed", 5), ("lr_g", 1e-3), ("batch_size", 2)):
+        with pytest.raises(RunError, match=rf"train\.{key} cannot change when a run is resumed"):
+            run.resumed_config({key: value})
+    assert run.resumed_config({"device": "cpu", "log_every": 1}).train.log_every == 1
+    constant = fit(tiny_config(train={"iterations": 4}), tmp_path / "constant", progress=False)
+    assert RunDir(constant).resumed_config({"iterations": 6}).train.iterations == 6
 
 
 def test_evaluate_checks_leakage_from_the_saved_digests_without_reloading_training_data(tmp_path, monkeypatch):
@@ -190,7 +211,7 @@ def test_evaluate_refuses_test_copies_of_training_images_or_leaves_them_out_and_
 
 
 def make_trainer(**train):
-    from medsagan.train import Trainer
+    from medsagan.trainer import Trainer
 
     cfg = tiny_config(train=train)
     size = cfg.model.image_size
@@ -268,3 +289,15 @@ def test_auto_precision_is_chosen_once_per_run_and_kept_on_resume(tmp_path, monk
         trainer = make_trainer(precision=precision)
         with trainer.autocast:
             assert trainer.generator.stem[0](torch.zeros(1, 1, 32, 32)).dtype == dtype
+
+
+def test_a_lazy_penalty_runs_on_every_kth_critic_step_from_the_first():
+    from medsagan.config import load_config, merge
+    from medsagan.trainer import Trainer
+
+    cfg = load_config(overrides=merge(tiny_config().to_dict(), {"loss": {"gp_every": 3}}))
+    size = cfg.model.image_size
+    images = torch.randint(0, 256, (16, 1, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    trainer = Trainer(cfg, torch.device("cpu"), images, images.flip(0))
+    penalised = [step for step in range(1, 8) if "D/gp" in trainer.iteration(step)]
+    assert penalised == [1, 4, 7]

@@ -8,6 +8,7 @@ model.py, data_loader.py, train.sh) or the paper's section.
 import contextlib
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -75,6 +76,8 @@ class LossConfig:
     lambda_id: float = 1.0  # identity L1 weight, paper Eq. 6; official main.py lambda_id = 1
     lambda_rec: float = 1.0  # pseudo-anomaly restoration MSE weight, paper Eq. 6; official hard-coded 1
     lambda_gp: float = 10.0  # gradient penalty weight, paper Eq. 7; official main.py lambda_gp = 10
+    # The penalty on every k-th critic step only, weighted k times (lazy regularisation, StyleGAN2); 1: the paper.
+    gp_every: int = 1
     pseudo_anomaly: PseudoAnomaly = "fpi"  # FPI patch blend (paper Sec. 3.1, official) or CutPaste
     fpi_core: float = 0.6  # box centres lie in this central share of the image; official core_percent 0.6
     fpi_half_width: tuple[float, float] = (0.05, 0.2)  # box half-width range, share of the side; official
@@ -118,6 +121,9 @@ class TrainConfig:
     # torch.compile the generator's training passes (not the critic: its penalty's double backward is not
     # supported by compile). Same function, fused kernels; the first iterations pay for compiling.
     compile: bool = False
+    # A wall-clock budget such as "30m" or "1h30m" for a new run: a probe of this machine sets train.iterations so
+    # that the decay ends on time; the run saves the chosen iterations with the budget cleared. "": off.
+    time_budget: str = ""
 
 
 @dataclass(frozen=True)
@@ -338,6 +344,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "loss.lambda_id": (0, None, True, True),
     "loss.lambda_rec": (0, None, True, True),
     "loss.lambda_gp": (0, None, True, True),
+    "loss.gp_every": (1, None, True, True),
     "loss.fpi_core": (0, 1, False, True),
     "train.iterations": (1, None, True, True),
     "train.batch_size": (2, None, True, True),
@@ -368,6 +375,15 @@ def _range_text(low, high, low_in, high_in) -> str:
 
 def validate(cfg: Config) -> None:
     """Range and cross-field checks, so a wrong value fails when the config is built, not hours into a run."""
+    for section in fields(cfg):
+        values = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(values):
+            continue
+        for item in fields(values):
+            value = getattr(values, item.name)
+            numbers = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise ConfigError(f"{section.name}.{item.name} = {value!r} is not a finite number; give a real value")
     for key, (low, high, low_in, high_in) in RANGES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -382,6 +398,10 @@ def validate(cfg: Config) -> None:
             f"evaluation.select_from = {cfg.evaluation.select_from:g} is past train.iterations = "
             f"{cfg.train.iterations}, so no checkpoint could be chosen; lower it or give a share of the run (< 1)"
         )
+    if cfg.train.time_budget:
+        from .budget import parse_duration
+
+        parse_duration(cfg.train.time_budget)
     if cfg.model.channels not in (1, 3):
         raise ConfigError(f"model.channels = {cfg.model.channels!r} must be 1 (grey) or 3 (colour)")
     if not DEVICE.match(cfg.train.device):
@@ -425,6 +445,8 @@ ADDED = {
     "loss.critic_real_mask": False,
     "model.d_slope": 0.01,
     "evaluation.select_from": 0.0,
+    "loss.gp_every": 1,
+    "train.time_budget": "",
 }
 
 

@@ -79,12 +79,17 @@ class SAGANLoss:
         sizes = [batch.unlabeled.shape[0], batch.normal.shape[0], batch.pseudo.shape[0]]
         return self.generator(torch.cat([batch.unlabeled, batch.normal, batch.pseudo])).split(sizes)
 
-    def critic_loss(self, batch: Batch, fake: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def critic_loss(
+        self, batch: Batch, fake: Tensor | None = None, penalize: bool = True
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """L_adv^D = E[D(x'_u)] - E[D(x_n)] + lambda_gp * GP (Eq. 7): real = normals, fake = restored unlabelled.
 
         With `critic_real_mask` the real normals carry the generator's training-mask noise as the fakes do.
 
         `fake`: x'_u already restored by the current generator (detached); restored here when not given.
+        `penalize`: False leaves the penalty out of this step. With `gp_every` = k the loop penalises every k-th
+        step and the penalty weighs k times as much, so its average pull stays lambda_gp (lazy regularisation,
+        Karras et al. 2020, StyleGAN2).
         """
         if fake is None:
             with torch.no_grad():
@@ -92,11 +97,16 @@ class SAGANLoss:
         real = batch.normal
         if self.cfg.critic_real_mask:
             real = perfectly_restored(real, getattr(self.generator, "mask_keep", 1.0))
-        n = batch.mix.shape[0]
         wasserstein = self.critic(fake).mean() - self.critic(real).mean()
-        penalty = gradient_penalty(self.critic, real[:n], fake[:n], batch.mix)
-        loss = wasserstein + self.cfg.lambda_gp * penalty
-        return loss, {"D/wasserstein": wasserstein.detach(), "D/gp": penalty.detach(), "D/loss": loss.detach()}
+        stats = {"D/wasserstein": wasserstein.detach()}
+        loss = wasserstein
+        if penalize:
+            n = batch.mix.shape[0]
+            penalty = gradient_penalty(self.critic, real[:n], fake[:n], batch.mix)
+            loss = loss + self.cfg.lambda_gp * self.cfg.gp_every * penalty
+            stats["D/gp"] = penalty.detach()
+        stats["D/loss"] = loss.detach()
+        return loss, stats
 
     def generator_loss(
         self, batch: Batch, restored: tuple[Tensor, Tensor, Tensor] | None = None

@@ -24,6 +24,8 @@ from .files import RunLock, atomic_torch_save, atomic_write_text, load_tensors
 
 log = logging.getLogger("medsagan")
 STATE_PATTERN = re.compile(r"state-(\d{8})\.pt$")
+# train.* keys a resumed run may change: how long it goes on, where it runs, and how often it logs and saves.
+RESUMABLE = {"iterations", "device", "log_every", "validate_every", "checkpoint_every", "keep_checkpoints", "compile"}
 STATE_KEYS = {"iteration", "generator", "critic", "opt_g", "opt_d", "sampler", "rng", "best", "best_generator"}
 
 
@@ -114,8 +116,50 @@ class RunDir:
         return load_config(overrides=migrate(read_yaml(self.config)))
 
     def resumed_config(self, train: dict[str, Any] | None = None) -> Config:
-        """The saved configuration with some train.* keys changed (more iterations, another device)."""
-        return self.load_config().replace(**({"train": train} if train else {}))
+        """The saved configuration with some train.* keys changed (more iterations, another device).
+
+        Only keys that leave the run the same run may change (RESUMABLE). More iterations move a learning-rate
+        decay that has not begun so that it ends at the new last iteration, in the same share of the run; a run
+        whose decay has begun cannot be extended, since every added iteration would train at a rate near zero.
+        """
+        saved = self.load_config()
+        train = dict(train or {})
+        fixed = sorted(set(train) - RESUMABLE)
+        if fixed:
+            raise RunError(
+                f"{self}: train.{fixed[0]} cannot change when a run is resumed: it changes what the run is, not how "
+                "long it goes on; start a new run with it (another --out). On resume only "
+                f"{', '.join(sorted(RESUMABLE))} may change"
+            )
+        iterations = int(train.get("iterations", saved.train.iterations))
+        if iterations > saved.train.iterations and saved.train.lr_schedule != "constant":
+            train.update(self._extended_decay(saved, iterations))
+        if iterations < saved.evaluation.select_from:
+            raise RunError(
+                f"{self}: selection chooses from iteration {saved.evaluation.select_from:g}, past --iterations "
+                f"{iterations}; resume with --iterations {saved.evaluation.select_from:g} or more"
+            )
+        return saved.replace(**({"train": train} if train else {}))
+
+    def _extended_decay(self, saved: Config, iterations: int) -> dict[str, Any]:
+        """The decay window of the run extended to `iterations`, or a RunError when it has already begun."""
+        old = saved.train.iterations
+        start, length = int(saved.train.lr_decay_start), saved.train.lr_decay_length
+        done = self.done_iterations()
+        if done > start:
+            raise RunError(
+                f"{self}: its learning rate has been falling since iteration {start} and reaches zero at "
+                f"{start + length}, so iterations past {old} would train at a rate near zero; start a new run "
+                f"with --iterations {iterations} (another --out) instead"
+            )
+        new_start = round(start * iterations / old)
+        new_length = iterations - new_start if start + length >= old else round(length * iterations / old)
+        return {"lr_decay_start": float(new_start), "lr_decay_length": new_length}
+
+    def done_iterations(self) -> int:
+        """The iteration of the newest training state (0 before the first checkpoint), from its file name."""
+        states = self.states()
+        return int(STATE_PATTERN.search(states[-1].name).group(1)) if states else 0
 
     # Training states -------------------------------------------------------------------------------------
 

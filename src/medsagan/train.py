@@ -4,10 +4,11 @@ The objective lives in losses.SAGANLoss; this module owns the schedule: which st
 validated and checkpointed, and how a stopped run continues.
 """
 
-import copy
 import json
 import logging
 import shutil
+import tempfile
+import time
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
@@ -15,48 +16,24 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import restore_rng, rng_states
-from .config import Config, TrainConfig, decay_window, selection_start
-from .data.dataset import TrainingData, build_training_data, to_model_range
-from .data.sampler import PairSampler
+from . import budget
+from .config import Config, selection_start
+from .data.dataset import TrainingData, build_training_data
 from .data.sources import open_source
 from .devices import resolve_device, resolve_precision
-from .distributed import SINGLE, World, check_batch, local_device, start, stop, world_from_env
+from .distributed import World, check_batch, local_device, start, stop, world_from_env
 from .errors import MedsaganError, RunError
 from .evaluate.calibration import calibrate
 from .evaluate.selection import DESCRIPTIONS, validation_metric
-from .files import RunLock, atomic_write_text, load_tensors
-from .losses import Batch, SAGANLoss
-from .models import AnomalyDetector, build_critic, build_generator
+from .files import RunLock, atomic_torch_save, atomic_write_text, load_tensors
+from .models import AnomalyDetector, build_generator
 from .runs import RunDir, Selection
+from .trainer import Trainer, critic_step, generator_step, lr_factor
 from .training_log import Meter, truncate_log, write_record
 
+__all__ = ["Trainer", "critic_step", "fit", "generator_step", "lr_factor", "plan_time_budget"]
+
 log = logging.getLogger("medsagan")
-
-# The average's half-life is at most this share of the images seen so far, so the random initial weights
-# leave it early in the run (StyleGAN2-ADA's ema_rampup, Karras et al. 2020).
-EMA_RAMPUP = 0.1
-
-
-def lr_factor(cfg: TrainConfig):
-    """Multiplier of the base learning rate after `step` iterations."""
-    start, decay = decay_window(cfg)
-
-    def factor(step: int) -> float:
-        if cfg.lr_schedule == "linear" and step > start:
-            return max(0.0, 1.0 - (step - start) / decay)
-        if cfg.lr_schedule == "official" and step > start:
-            # StarGAN lineage: lr -= lr0 / num_iters_decay every 1000 iterations, which ends at 0.999 * lr0.
-            return max(0.0, 1.0 - ((step - start) // 1000) / decay)
-        return 1.0
-
-    return factor
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's learning rate."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 def data_summary(data: TrainingData, source_text: str) -> dict:
@@ -78,115 +55,6 @@ def data_summary(data: TrainingData, source_text: str) -> dict:
         },
         "skipped_images": data.skipped,
     }
-
-
-class Trainer:
-    """The networks, optimisers, sampler and objective of one run, and one iteration of the paper's schedule.
-
-    `iteration(step)` is what the loop and benchmarks/speed.py both run: a critic step every iteration, a
-    generator step every n_critic-th. Under torchrun every rank draws the same global batch and computes its
-    slice of it (see distributed.py).
-    """
-
-    def __init__(
-        self,
-        cfg: Config,
-        device: torch.device,
-        normal_images: torch.Tensor,
-        unlabeled_images: torch.Tensor,
-        world: World = SINGLE,
-    ):
-        t = cfg.train
-        self.cfg, self.device, self.world = cfg, device, world
-        self.normal_images, self.unlabeled_images = normal_images.to(device), unlabeled_images.to(device)
-        self.generator = build_generator(cfg.model).to(device)
-        self.critic = build_critic(cfg.model).to(device)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), t.lr_g, betas=(t.beta1, t.beta2))
-        self.opt_d = torch.optim.Adam(self.critic.parameters(), t.lr_d, betas=(t.beta1, t.beta2))
-        self.schedule = lr_factor(t)
-        self.rngs = {
-            "data": torch.Generator().manual_seed(t.seed),
-            "loss": torch.Generator(device).manual_seed(t.seed + 1),
-        }
-        self.sampler = PairSampler(
-            len(normal_images), len(unlabeled_images), t.batch_size, cfg.data.fixed_pairing, self.rngs["data"]
-        )
-        self.objective = SAGANLoss(self.generator, self.critic, cfg.loss, self.rngs["loss"])
-        bfloat16 = resolve_precision(t.precision, device) == "bfloat16"
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16)
-        self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval() if t.ema_half_life else None
-        if t.compile:
-            self.objective.generator = torch.compile(self.generator)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: the fastest kernels are found once
-
-    @property
-    def scored_generator(self) -> torch.nn.Module:
-        """The generator that validation, selection and scoring use: the moving average when there is one."""
-        return self.ema if self.ema is not None else self.generator
-
-    def next_batch(self, step: int) -> Batch:
-        """Set the learning rates of `step` and draw its batch (this process's slice of it)."""
-        t = self.cfg.train
-        for optimizer, base in ((self.opt_g, t.lr_g), (self.opt_d, t.lr_d)):
-            set_lr(optimizer, base * self.schedule(step - 1))
-        normal_index, unlabeled_index, source_index = (i.to(self.device) for i in self.sampler.next())
-        with self.autocast:
-            return self.objective.make_batch(
-                to_model_range(self.normal_images[normal_index]),
-                to_model_range(self.unlabeled_images[unlabeled_index]),
-                to_model_range(self.normal_images[source_index]),
-            ).shard(self.world)
-
-    def iteration(self, step: int) -> dict[str, torch.Tensor]:
-        """One critic update, and a generator update when step is a multiple of n_critic; the loss tensors."""
-        t = self.cfg.train
-        batch = self.next_batch(step)
-        generator_turn = step % t.n_critic == 0
-        restored = None
-        if generator_turn and t.reuse_restoration:
-            with self.autocast:
-                restored = self.objective.restorations(batch)
-        fake = restored[0].detach() if restored is not None else None
-        stats = critic_step(self.objective, self.opt_d, batch, self.autocast, self.world, fake)
-        if generator_turn:
-            stats.update(generator_step(self.objective, self.opt_g, batch, self.autocast, self.world, restored))
-            self._update_ema(step)
-        return stats
-
-    def _update_ema(self, step: int) -> None:
-        """Move the average towards the generator; its half-life in images, ramped up early in the run."""
-        if self.ema is None:
-            return
-        t = self.cfg.train
-        seen = (step // t.n_critic) * t.batch_size
-        half_life = min(t.ema_half_life, EMA_RAMPUP * seen)
-        weight = 1.0 - 0.5 ** (t.batch_size / max(half_life, 1e-8))
-        with torch.no_grad():
-            for average, current in zip(self.ema.parameters(), self.generator.parameters(), strict=True):
-                average.lerp_(current, weight)
-
-    def state_dict(self) -> dict:
-        """Networks, optimisers, the sampler's place and the random streams."""
-        return {
-            "generator": self.generator.state_dict(),
-            "critic": self.critic.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "sampler": self.sampler.state_dict(),
-            "rng": rng_states(self.rngs),
-            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Continue exactly where `state_dict()` was taken."""
-        self.generator.load_state_dict(state["generator"])
-        self.critic.load_state_dict(state["critic"])
-        for module, key in ((self.opt_g, "opt_g"), (self.opt_d, "opt_d"), (self.sampler, "sampler")):
-            module.load_state_dict(state[key])
-        restore_rng(state["rng"], self.rngs)
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
 
 
 def open_run(run: RunDir, cfg: Config, resume: bool) -> dict | None:
@@ -217,8 +85,11 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
     One process at a time writes a run: the folder is locked for the whole of training and calibration.
     Under torchrun, rank 0 opens and writes the run and the others follow (distributed.py).
     """
+    started = time.perf_counter()
     run, world = RunDir(run_dir), world_from_env()
-    cfg = cfg.with_absolute_paths().fixed_schedule()  # decay in iterations: a later --resume keeps it
+    cfg = cfg.with_absolute_paths()
+    if not cfg.train.time_budget:
+        cfg = cfg.fixed_schedule()  # decay in iterations: a later --resume keeps it
     check_batch(world, cfg.train.batch_size)
     device = local_device(resolve_device(cfg.train.device), world)  # refused before any folder is made
     # What "auto" chose is saved, so a resumed run keeps its precision on whatever machine it continues.
@@ -241,7 +112,7 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
             if not world.is_main and begun:
                 state = load_tensors(run.state_path(begun), "medsagan training checkpoint")
             try:
-                _train(cfg, run, state, progress and world.is_main, world, device)
+                _train(cfg, run, state, progress and world.is_main, world, device, started)
             except Exception:
                 if world.is_main and not resume and not run.states():
                     _remove_failed_start(run.path, created)
@@ -270,7 +141,9 @@ def _remove_failed_start(run_dir: Path, created: bool) -> None:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
 
 
-def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool, world: World, device: torch.device) -> None:
+def _train(
+    cfg: Config, run: RunDir, state: dict | None, progress: bool, world: World, device: torch.device, started: float
+) -> None:
     t = cfg.train
     main = world.is_main
     torch.manual_seed(t.seed)
@@ -284,6 +157,15 @@ def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool, world: 
         world.broadcast(None)
         atomic_write_text(run.data, json.dumps(data_summary(data, source.describe()), indent=1))
         run.save_digests(data.digests())
+
+    # A time budget: measure this machine on a throw-away copy, then fix the iterations (budget.py).
+    if t.time_budget and state is None:
+        cfg, plan = resolve_time_budget(cfg, data, device, world, time.perf_counter() - started, run.path)
+        t = cfg.train
+        if main:
+            cfg.save(run.config)
+            atomic_write_text(run.path / "budget.json", json.dumps(plan.to_dict(), indent=1))
+            log.info("%s", plan.describe())
 
     # Build the networks, their optimisers, the sampler and the objective (the same on every rank).
     trainer = Trainer(cfg, device, data.normal.images, data.unlabeled.images, world)
@@ -356,29 +238,42 @@ def _train(cfg: Config, run: RunDir, state: dict | None, progress: bool, world: 
         run.save_calibration(calibrate(chosen, data, cfg.evaluation, best))
 
 
-def critic_step(
-    objective: SAGANLoss, optimizer, batch, autocast, world: World = SINGLE, fake: torch.Tensor | None = None
-) -> dict[str, torch.Tensor]:
-    """One critic update on `batch` (gradients averaged over the ranks); the loss tensors."""
-    with autocast:
-        loss, stats = objective.critic_loss(batch, fake)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    world.average_gradients(objective.critic)
-    optimizer.step()
-    return stats
+def resolve_time_budget(
+    cfg: Config, data: TrainingData, device: torch.device, world: World, spent: float, scratch: Path | None = None
+) -> tuple[Config, budget.Plan]:
+    """The config with train.iterations set from a measurement of this machine and train.time_budget cleared.
+
+    The probe's networks are thrown away and torch's global random stream put back, so the run that follows
+    is the one its saved config reproduces.
+    """
+    t = cfg.train
+    saved_rng = torch.get_rng_state()
+    saved_cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+    begin = time.perf_counter()
+    probe = Trainer(cfg, device, data.normal.images, data.unlabeled.images, world)
+    detector = AnomalyDetector(probe.scored_generator)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    validate = (lambda: validation_metric(detector, data)) if world.is_main else (lambda: None)
+    probe.generator.train()
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=".budget-") as folder:
+        save = lambda: atomic_torch_save(Path(folder) / "probe.pt", probe.state_dict())  # noqa: E731
+        seconds = budget.parse_duration(t.time_budget)
+        measured = budget.measure(probe.iteration, validate, save, t.n_critic, seconds, sync)
+    torch.set_rng_state(saved_rng)
+    if saved_cuda is not None:
+        torch.cuda.set_rng_state_all(saved_cuda)
+    spent += time.perf_counter() - begin
+    plan = budget.plan(t.time_budget, spent, measured, t.validate_every, t.checkpoint_every, t.n_critic)
+    iterations = int(world.broadcast(plan.iterations))  # rank 0's measurement decides for every rank
+    resolved = cfg.replace(train={"iterations": iterations, "time_budget": ""}).fixed_schedule()
+    return resolved, plan
 
 
-def generator_step(
-    objective: SAGANLoss, optimizer, batch, autocast, world: World = SINGLE, restored=None
-) -> dict[str, torch.Tensor]:
-    """One generator update; the critic's weights are frozen so no gradient is spent on them."""
-    objective.critic.requires_grad_(False)
-    with autocast:
-        loss, stats = objective.generator_loss(batch, restored)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    world.average_gradients(objective.generator)
-    optimizer.step()
-    objective.critic.requires_grad_(True)
-    return stats
+def plan_time_budget(cfg: Config, cache_dir: str | Path) -> budget.Plan:
+    """What a run with this config's train.time_budget would choose here (`medsagan train --dry-run`)."""
+    started = time.perf_counter()
+    device = resolve_device(cfg.train.device)
+    cfg = cfg.replace(train={"precision": resolve_precision(cfg.train.precision, device)})
+    torch.manual_seed(cfg.train.seed)
+    data = build_training_data(open_source(cfg), cfg, Path(cache_dir))
+    return resolve_time_budget(cfg, data, device, world_from_env(), time.perf_counter() - started)[1]
