@@ -61,3 +61,17 @@ def test_the_dry_run_plan_matches_what_a_budget_allows(tmp_path):
     chosen = plan_time_budget(tiny_config(train={"time_budget": "20s"}), tmp_path / "cache")
     assert chosen.iterations > 0 and chosen.budget_seconds == 20
     assert "iterations at" in chosen.describe()
+
+
+def test_train_dry_run_says_what_a_budget_would_choose_and_writes_no_run(tmp_path):
+    from click.testing import CliRunner
+
+    from helpers import tiny_args
+    from medsagan.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "--data", "synthetic", "--out", str(out), "--dry-run", *tiny_args(), "train.time_budget=30s"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "time budget 30s:" in result.output and "iterations at" in result.output
+    assert not out.exists()

@@ -105,9 +105,10 @@ def test_decay_is_a_share_of_the_run_and_is_saved_in_iterations():
 
 
 def test_selection_start_is_a_share_of_the_run_saved_in_iterations_and_must_lie_inside_it():
-    fixed = load_config(preset="fast").fixed_schedule()
+    fixed = load_config(preset="fast", overrides={"train": {"iterations": 3000}}).fixed_schedule()
     assert selection_start(fixed) == 600 and fixed.evaluation.select_from == 600.0
     assert selection_start(fixed.replace(train={"iterations": 6000})) == 600  # kept by a longer run
+    assert selection_start(load_config(preset="fast").fixed_schedule()) == 400  # the preset's 2000 iterations
     assert selection_start(load_config()) == 0  # the paper's preset may choose any checkpoint
     with pytest.raises(ConfigError, match=r"evaluation.select_from = 700 is past train.iterations = 500"):
         load_config(preset="fast", overrides={"train": {"iterations": 500}, "evaluation": {"select_from": 700}})

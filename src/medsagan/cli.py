@@ -109,7 +109,11 @@ def command_config(config_file: str | None, preset: str | None, overrides: tuple
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--resume", type=click.Path(file_okay=False, exists=True), help="Continue the run in this directory.")
 @click.option("--skip-bad", is_flag=True, default=None, help="Skip unreadable images and list them in RUN/data.json.")
-@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and data summary, then exit.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the resolved configuration and data summary (and what train.time_budget would choose), then exit.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to RUN/log.jsonl).")
 @click.argument("overrides", nargs=-1)
 def train(config_file, preset, data, iterations, device, seed, out, resume, skip_bad, dry_run, no_progress, overrides):
@@ -159,6 +163,12 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
 
         click.echo(json.dumps(cfg.to_dict(), indent=1))
         click.echo(format_report(inspect(open_source(cfg), cfg.data)))
+        if cfg.train.time_budget:
+            from .runs import RunDir
+            from .train import plan_time_budget
+
+            cache = RunDir(out).cache_dir(cfg) if out else Path(cfg.data.cache_dir or ".medsagan-cache")
+            click.echo(plan_time_budget(cfg, cache).describe())
         return
     if not out:
         raise click.UsageError("--out RUN is required: the directory the run is written to")

@@ -53,7 +53,7 @@ class DataConfig:
     """The dataset and the paper's protocol for the unlabelled set (official data_loader.py)."""
 
     path: str = ""  # Med-AD root (images/ + data.json), a folder layout, a MedMNIST .npz, or "synthetic"
-    source: SourceKind = "auto"
+    source: SourceKind = "auto"  # the layout of data.path; auto recognises it (docs/data.md)
     anomaly_ratio: float = 0.6  # share of abnormals in the unlabelled set; official data_loader.py ar=0.6
     labeled_size: int = -1  # labelled normals used, drawn as unlabeled_draw says; -1: all (official)
     unlabeled_size: int = -1  # -1: as many as the labelled normals (official); 0: none (paper Table 4 "0_u")
@@ -97,7 +97,7 @@ class TrainConfig:
     lr_g: float = 5e-5  # paper Sec. 3.1 and official main.py
     lr_d: float = 5e-5  # paper Sec. 3.1 and official main.py
     beta1: float = 0.5  # official Adam betas (0.5, 0.999)
-    beta2: float = 0.999
+    beta2: float = 0.999  # official Adam betas (0.5, 0.999)
     lr_schedule: LRSchedule = "constant"  # constant (what the official decay amounts to) | linear | official
     # Where the decay begins: a share of the run (< 1) or an iteration (>= 1); official num_iters_decay
     # 50000 of 100000 is 0.5. A new run saves it, and the decay length, as iterations (see fixed_schedule).
@@ -107,7 +107,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # official model_save_step 1000
     keep_checkpoints: int = 3  # training-state checkpoints kept besides best.pt
     log_every: int = 50  # iterations between JSON-lines log records
-    seed: int = 0
+    seed: int = 0  # seeds every random stream: sampler, pseudo-anomalies, penalty mixing, masks, weights
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N | mps
     # float32 as the paper; bfloat16 autocast for the training passes (validation and scoring stay float32);
     # auto: bfloat16 where the device computes it natively, else float32. A new run saves what auto chose.
@@ -193,43 +193,27 @@ def selection_start(cfg: "Config") -> int:
 
 
 # The "fast" preset keeps every module of the paper's architecture at a quarter of its width, with two
-# bottleneck blocks: 1.6 M generator parameters and 20x fewer multiply-adds than "paper" (0.25 GMAC per
-# 64 px image), so a model that separates real chest X-rays trains on 2 CPU cores in half an hour. Every
-# choice below was compared on a labelled development set of unused Med-AD pool images
-# (benchmarks/devset.py), never on the test split (README, Results):
-# - lr 1e-4, twice the paper's, as 3000 iterations are 3 % of its budget; 1e-4 was steadier than 2e-4.
-# - One restoration of the unlabelled batch per generator iteration (train.reuse_restoration), 11-17 %
-#   faster on CPU, and bfloat16 autocast where the CPU has it natively (1.7-1.9x faster, as accurate).
-# - The rate falls linearly to zero over the last third: at a constant rate the test AUC swings by 0.05
-#   between checkpoints 100 iterations apart, and a run still at its full rate collapsed at iteration 3200.
-# - The critic's real normals carry the generator's mask noise (loss.critic_real_mask): without it some
-#   seeds' critics learnt to spot that noise, and the generator's identity L1 stayed 1.5x higher.
-# - Identity and restoration weigh 5, not 1: the adversarial gradient per pixel was about 64x the
-#   identity's, and the seed that lagged (dev AUC 0.944, test 0.862) reached 0.977 and 0.933.
-# - The critic's LeakyReLU slope is 0.2 (DCGAN's), not 0.01: at 0.01 one seed's critic turned its deep
-#   units off by iteration 200 (gradient penalty ~1: no input gradient) and never recovered.
-# - Selection (held-out AUCp, every 100 iterations) chooses from iteration 600: with 20 + 20 held-out images
-#   (200 + 200 training images) it chose iterations 100 and 200 by chance, whose dev AUC was up to 0.08 below
-#   the later checkpoints'; in every run the dev AUC levelled off by iteration 600.
-# A moving average of the generator (train.ema_half_life) is off: it lagged a curve that still rose.
+# bottleneck blocks (20x fewer multiply-adds than "paper"), and a schedule that trains on 2 CPU cores in
+# under 100 TFLOP of counted compute. Each setting was chosen on a labelled development set carved from
+# unused Med-AD pool images and on training logs, never on a test split: docs/results.md has the figures.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "fast": {
         "model": {"conv_dim": 16, "residual_blocks": 2, "d_conv_dim": 16, "d_slope": 0.2},
         "loss": {"lambda_id": 5.0, "lambda_rec": 5.0, "critic_real_mask": True},
         "train": {
-            "iterations": 3000,
-            "batch_size": 32,
+            "iterations": 2000,
+            "batch_size": 16,
             "lr_g": 1e-4,
             "lr_d": 1e-4,
             "lr_schedule": "linear",
-            "lr_decay_start": 0.6667,  # iteration 2000 of 3000
+            "lr_decay_start": 0.6667,  # the last third of the run
             "reuse_restoration": True,
             "precision": "auto",
             "validate_every": 100,
             "checkpoint_every": 100,
         },
-        "evaluation": {"select_from": 0.2},  # iteration 600 of 3000
+        "evaluation": {"select_from": 0.2},  # the first fifth is never chosen
     },
     # Table 3's "Baseline [22]" row is Brainomaly: its generator, trained without the pseudo-anomaly loss.
     "baseline": {"model": {"architecture": "baseline"}, "loss": {"lambda_rec": 0.0}},

@@ -15,7 +15,7 @@ from .runs import RunDir, load_detector
 from .train import fit
 from .viz.heatmaps import gallery, save_panel
 
-DEMO_ITERATIONS = 250  # 2.3 min for the whole demo on 2 Zen 5 cores, 6.7 min on an older VM (README)
+DEMO_ITERATIONS = 400  # the fast preset's batches of 16; the whole demo's minutes are in the README
 SHOWN = 4
 
 
