@@ -82,7 +82,7 @@ def summarise(tag: str, runs: Path) -> dict:
     }
 
 
-def plot(summaries: list[dict], path: Path) -> None:
+def plot(summaries: list[dict], path: Path, references: list[tuple[str, float, list[float]]] = ()) -> None:
     fig = Figure(figsize=(11, 4.2))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharey=True)
@@ -94,6 +94,8 @@ def plot(summaries: list[dict], path: Path) -> None:
                 xs = [p[key] for p in data["points"]]
                 ys = [p["test_auc"] for p in data["points"]]
                 ax.plot(xs, ys, color=colour, alpha=0.8, lw=1.2, label=label, marker=".", ms=3)
+    for (label, tflop, aucs), colour in zip(references, ["black", "grey", "tab:olive"], strict=False):
+        axes[0].scatter([tflop] * len(aucs), aucs, color=colour, marker="x", s=30, label=label, zorder=3)
     axes[0].set_xlabel("training compute so far (TFLOP, counted)")
     axes[1].set_xlabel("training minutes so far (as logged; machine and load differ between runs)")
     axes[0].set_ylabel("test AUC of the checkpoint (read after training)")
@@ -110,9 +112,18 @@ def main() -> None:
     parser.add_argument("tags", nargs="+")
     parser.add_argument("--runs", default=str(RUNS))
     parser.add_argument("--out", default=str(RUNS / "compute.png"))
+    parser.add_argument(
+        "--point",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("LABEL", "TFLOP", "AUCS"),
+        help="a reference without its run folder, such as a preset's published per-seed AUCs: 'old' 265 0.905,0.932",
+    )
     args = parser.parse_args()
     summaries = [summarise(tag, Path(args.runs)) for tag in args.tags]
-    plot(summaries, Path(args.out))
+    references = [(label, float(tflop), [float(a) for a in aucs.split(",")]) for label, tflop, aucs in args.point]
+    plot(summaries, Path(args.out), references)
     print("| tag | seeds | TFLOP per run | minutes per run | test AUC | test AP | per seed |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for s in summaries:

@@ -56,6 +56,15 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _positive_finite(param, value):
+    """A click callback: None, or a finite number above zero."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value} is not a positive finite number", param=param)
+    return value
+
+
 def _fail(message: str, code: int) -> int:
     click.echo(message, err=True)
     return code
@@ -231,7 +240,12 @@ def evaluate(run, split, official_scoring, device, drop_duplicates, as_json):
 @click.option("--device", default="auto", show_default=True)
 @click.option("--skip-bad", is_flag=True, help="Skip unreadable images (listed in skipped.txt).")
 @click.option("--no-panels", is_flag=True, help="Only the CSV.")
-@click.option("--vmax", type=float, help="Heatmap colour scale maximum (default: the run's calibration).")
+@click.option(
+    "--vmax",
+    type=float,
+    callback=lambda ctx, param, value: _positive_finite(param, value),
+    help="Heatmap colour scale maximum, > 0 (default: the run's calibration).",
+)
 def predict(run, paths, out, device, skip_bad, no_panels, vmax):
     """Score images, folders or DICOMs; write predictions.csv and a heatmap panel per image.
 
@@ -312,7 +326,7 @@ def report(run, split, out, device):
 @main.command()
 @click.argument("run", type=click.Path(exists=True))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (this machine only).")
-@click.option("--port", default=8000, show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port, 1-65535.")
 @click.option("--allow-remote", is_flag=True, help="Allow a --host that other machines can reach.")
 @click.option("--device", default="auto", show_default=True)
 def serve(run, host, port, allow_remote, device):
@@ -326,7 +340,6 @@ def serve(run, host, port, allow_remote, device):
     """
     from .serve import serve as run_server
 
-    click.echo(f"serving {run} on http://{host}:{port} (Ctrl-C to stop)")
     run_server(run, host, port, allow_remote, device)
 
 
@@ -364,6 +377,8 @@ def import_official_command(checkpoint, out, data, image_size):
     """
     from .official import import_official
 
+    if data and data != "synthetic" and not Path(data).expanduser().exists():
+        raise ConfigError(f"--data {data} does not exist; give the dataset's folder or file, or leave --data out")
     run = import_official(checkpoint, out, data, image_size)
     click.echo(f"imported: {run}\nnext: medsagan predict {run} IMAGES... --out predictions/")
 
@@ -390,6 +405,8 @@ def data_check(path, source, medmnist_task, skip_bad, as_json, overrides):
     from .data.check import format_report, inspect
     from .data.sources import open_source
 
+    if source == "synthetic" and path != "synthetic":
+        raise ConfigError(f"--source synthetic reads no files, so {path} would be ignored; run `data check synthetic`")
     given = options(
         data={"path": path, "source": source, "medmnist_task": medmnist_task or None, "skip_bad": skip_bad or None}
     )

@@ -19,7 +19,7 @@ HEADER = "| key | type | default | `fast` | range | what it is, and its source |
 
 
 def field_comments() -> dict[str, str]:
-    """ "section.key" -> the comment beside the field, after any comment lines directly above it."""
+    """Section.key -> the comment beside the field, after any comment lines directly above it."""
     source = Path(config_module.__file__).read_text()
     owners = {typing.get_type_hints(Config)[s].__name__: s for s in SECTIONS}
     comments: dict[str, str] = {}

@@ -102,7 +102,25 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, allow_remote: boo
 
     if not is_loopback(host) and not allow_remote:
         raise DataError(f"--host {host} would serve on the network; {LOOPBACK_HINT}")
-    uvicorn.run(create_app(open_model(run, device)), host=host, port=port, log_level="warning")
+    app = create_app(open_model(run, device))  # a half-made run or a crafted checkpoint fails here, before a word
+    check_port_free(host, port)
+    print(f"serving {run} on http://{host}:{port} (Ctrl-C to stop)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A DataError naming the port when it cannot be bound, instead of uvicorn's traceback and exit 3."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise DataError(
+                f"cannot serve on {host}:{port}: {err.strerror or err}; choose another --port (or stop what uses it)"
+            ) from None
 
 
 PAGE = """<!DOCTYPE html>
