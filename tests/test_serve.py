@@ -118,3 +118,42 @@ def test_the_page_uploads_an_image_and_shows_its_heatmap(server, tmp_path):
 
     pixels = np.asarray(Image.open(tmp_path / "page.png").convert("RGB"), dtype=float)
     assert pixels.std() > 20
+
+
+def test_an_oversized_upload_is_refused_by_its_declared_length_and_mid_stream_without_touching_disk(
+    server, monkeypatch, tmp_path
+):
+    import tempfile as tempfile_module
+
+    from starlette import formparsers
+
+    url, _ = server
+    made = []
+    real = tempfile_module.SpooledTemporaryFile
+
+    def watched(*args, **kwargs):
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile_module, "SpooledTemporaryFile", watched)
+    monkeypatch.setattr(formparsers, "SpooledTemporaryFile", watched)  # where the form parser would spool
+    limit = int(0.1 * 1024 * 1024)
+    declared = httpx.post(f"{url}/predict", files={"file": ("big.png", b"\x89PNG" + b"\x00" * (2 * limit))}, timeout=60)
+    assert declared.status_code == 413 and "upload limit" in declared.json()["error"]
+
+    def chunks():  # no Content-Length: the server must stop reading once the limit is passed
+        for _ in range(40):
+            yield b"\x00" * 65536
+
+    streamed = httpx.post(
+        f"{url}/predict",
+        content=chunks(),
+        headers={"content-type": "multipart/form-data; boundary=x"},
+        timeout=60,
+    )
+    assert streamed.status_code == 413
+    assert not made  # nothing was spooled to a temporary file
+    form = httpx.post(f"{url}/predict", files={"file": ("ok.png", b"\x89PNG")}, timeout=60)
+    assert form.status_code != 413 and not made  # a small upload is parsed in memory too
+    png = write_png(tmp_path / "ok.png", blob_image(np.random.default_rng(0)))
+    assert upload(url, png).status_code == 200  # the server still answers

@@ -9,6 +9,8 @@ decoded in memory, checked by content (not by name), and never written to disk.
 import base64
 import io
 import ipaddress
+from email import policy
+from email.parser import BytesParser
 
 import numpy as np
 import torch
@@ -18,6 +20,7 @@ from .errors import DataError, MedsaganError
 from .viz.heatmaps import panel
 
 MAX_UPLOAD_MB = 64
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the file, at most
 LOOPBACK_HINT = "pass --allow-remote to serve on an address other machines can reach"
 
 
@@ -33,9 +36,10 @@ def is_loopback(host: str) -> bool:
 
 def create_app(model, max_upload_mb: float = MAX_UPLOAD_MB):
     """The FastAPI app around a loaded model (predict.open_model: a run or an ONNX file)."""
-    from fastapi import FastAPI, File, Request, UploadFile
+    from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="medsagan", docs_url=None, redoc_url=None)
     limit = int(max_upload_mb * 1024 * 1024)
@@ -48,23 +52,55 @@ def create_app(model, max_upload_mb: float = MAX_UPLOAD_MB):
     def page() -> str:
         return PAGE.replace("{{LIMIT_MB}}", f"{max_upload_mb:g}").replace("{{MAX_PIXELS}}", f"{MAX_PIXELS:,}")
 
+    too_large = f"larger than the {max_upload_mb:g} MB upload limit"
+
     @app.post("/predict")
-    def predict(file: UploadFile = File(...)):  # noqa: B008 - FastAPI's declaration of a form field
-        data = file.file.read(limit + 1)
-        name = file.filename or "upload"
+    async def predict(request: Request):
+        # The body is read here, in memory and no further than the limit: a form parser would spool it to disk.
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit + FORM_OVERHEAD:
+            return _error(f"upload: {too_large}", 413)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit + FORM_OVERHEAD:
+                return _error(f"upload: {too_large}", 413)
+        found = form_file(request.headers.get("content-type", ""), bytes(body))
+        if found is None:
+            return _error("send the image as a multipart form field named 'file'", 400)
+        name, data = found
         if len(data) > limit:
-            return _error(f"{name}: larger than the {max_upload_mb:g} MB upload limit", 413)
-        if not data:
-            return _error(f"{name}: empty file", 400)
-        if sniff(data) is None:
-            return _error(f"{name}: not a PNG, JPEG, TIFF, BMP or DICOM file (judged by its content)", 415)
-        try:
-            image = decode_bytes(data, name, model.image_size, model.channels)
-        except MedsaganError as err:
-            return _error(str(err), 422)
-        return score_one(model, image, name)
+            return _error(f"{name}: {too_large}", 413)
+        return await run_in_threadpool(check_and_score, model, name, data)
 
     return app
+
+
+def check_and_score(model, name: str, data: bytes):
+    """The endpoint's answer for one uploaded file: its score, or a 4xx naming what is wrong with it."""
+    if not data:
+        return _error(f"{name}: empty file", 400)
+    if sniff(data) is None:
+        return _error(f"{name}: not a PNG, JPEG, TIFF, BMP or DICOM file (judged by its content)", 415)
+    try:
+        image = decode_bytes(data, name, model.image_size, model.channels)
+    except MedsaganError as err:
+        return _error(str(err), 422)
+    return score_one(model, image, name)
+
+
+def form_file(content_type: str, body: bytes) -> tuple[str, bytes] | None:
+    """(file name, bytes) of the multipart/form-data field `file`, parsed in memory; None when there is none."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return None
+    header = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+    message = BytesParser(policy=policy.HTTP).parsebytes(header + body)
+    if not message.is_multipart():
+        return None
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            return part.get_filename() or "upload", part.get_payload(decode=True) or b""
+    return None
 
 
 def _error(message: str, status: int):
