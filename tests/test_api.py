@@ -41,3 +41,17 @@ def test_model_scores_paths_arrays_and_tensors_alike(tmp_path):
     assert batch.scores.shape == (3,) and batch.maps.shape == (3, 32, 32)
     assert np.allclose(batch.scores[0], from_path)
     assert model.threshold is not None
+
+
+def test_a_colour_array_scores_as_the_same_pixels_read_from_a_file(tmp_path):
+    run = fit(tiny_config(train={"iterations": 2}), tmp_path / "run", progress=False)
+    model = load(run)
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    rgb[..., 0] //= 4  # unequal channels: the channel mean and ITU-R 601 luma differ here
+    path = write_png(tmp_path / "colour.png", rgb, mode="RGB")
+    from_file, from_array = model.score(path).scores, model.score(rgb).scores
+    assert np.array_equal(from_file, from_array)
+    assert np.array_equal(model.score(rgb.transpose(2, 0, 1)).scores, from_file)  # channels first too
+    as_float = model.score(rgb.astype(np.float32) / 255).scores
+    assert np.allclose(as_float, from_file, atol=2e-3)

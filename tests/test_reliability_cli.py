@@ -52,3 +52,47 @@ def test_import_official_refuses_a_data_path_that_does_not_exist(tmp_path):
 def test_data_check_with_the_synthetic_source_refuses_a_path_it_would_ignore(tmp_path):
     code, lines = one_line_error("data", "check", "--source", "synthetic", tmp_path)
     assert code == 2 and len(lines) == 1 and "would be ignored" in lines[0]
+
+
+def test_every_writing_command_checks_its_output_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    run_like = tmp_path / "run"
+    run_like.mkdir()
+    (run_like / "config.yaml").write_text("preset: fast\n")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    cases = [
+        (["train", "--data", "synthetic", "--out", blocker / "sub"], "is a file"),
+        (["demo", "--out", blocker / "sub"], "is a file"),
+        (["demo", "--out", run_like], "holds a training run, not a demo"),
+        (["report", run_like, "--out", blocker / "r.html"], "is a file"),
+        (["export", run_like, "--out", blocker / "m.onnx"], "is a file"),
+        (["predict", run_like, blocker, "--out", run_like], "holds a training run, not a predict output"),
+    ]
+    for args, message in cases:
+        code, lines = one_line_error(*args)
+        assert code == 2 and len(lines) == 1 and message in lines[0], (args, lines)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing made, no lock left
+
+
+def test_a_non_empty_folder_that_is_not_a_run_is_refused_as_such_and_left_as_it_was(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    code, lines = one_line_error("train", "--data", "synthetic", "--out", folder)
+    assert code == 2 and len(lines) == 1
+    assert "not a training run" in lines[0] and "--resume" not in lines[0]
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+
+def test_predict_into_its_earlier_output_leaves_no_stale_panels(tmp_path):
+    from helpers import tiny_config, write_png
+    from medsagan.predict import predict
+    from medsagan.train import fit
+
+    run = fit(tiny_config(train={"iterations": 2}), tmp_path / "run", progress=False)
+    first = [write_png(tmp_path / "in" / f"a{i}.png", 40 * i, size=32) for i in range(3)]
+    predict(run, first, tmp_path / "out", device="cpu")
+    second = write_png(tmp_path / "in2" / "b.png", 90, size=32)
+    predict(run, [second], tmp_path / "out", device="cpu")
+    assert [p.name for p in (tmp_path / "out" / "panels").iterdir()] == ["b.png"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .config import Config
-from .data.readers import load_resized, resize_plane
+from .data.readers import from_array, load_resized
 
 if TYPE_CHECKING:  # heavy modules (training, evaluation, plotting) load when first used, not on import
     from .evaluate.report import EvalResult
@@ -78,14 +78,7 @@ class Model:
             if isinstance(item, (str, Path)):
                 batch.append(load_resized(item, size, channels))
                 continue
-            array = np.asarray(item)
-            if array.ndim == 3 and array.shape[-1] in (1, 3) and array.shape[0] not in (1, 3):
-                array = array.transpose(2, 0, 1)
-            planes = array[None] if array.ndim == 2 else array
-            planes = planes.astype(np.float32) / 255.0 if planes.dtype == np.uint8 else planes.astype(np.float32)
-            if planes.shape[0] != channels:
-                planes = np.repeat(planes.mean(0, keepdims=True), channels, axis=0)
-            batch.append(np.stack([resize_plane(p, size) for p in planes]))
+            batch.append(from_array(item, size, channels))
         return torch.from_numpy(np.stack(batch))
 
     def score(self, images, keep_maps: bool = True) -> Scores:

@@ -1,6 +1,7 @@
 """`medsagan demo`: train the fast preset, evaluate it and draw heatmaps, with nothing downloaded."""
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from .config import load_config, merge
 from .data.sources import open_source
 from .errors import RunError
 from .evaluate.report import evaluate_run
-from .files import atomic_write_text
+from .files import atomic_write_text, check_output
 from .runs import RunDir, load_detector
 from .train import fit
 from .viz.heatmaps import gallery, save_panel
@@ -32,7 +33,7 @@ def run_demo(
     `overrides` (a nested dict) changes the fast preset further; the tests use it to shrink the model.
     """
     started = time.perf_counter()
-    out = Path(out)
+    out = check_output(out, kind="demo")
     run = RunDir(out / "run")
     asked = iterations or DEMO_ITERATIONS
     demo = {"data": {"path": data or "synthetic"}, "train": {"iterations": asked, "device": device}}
@@ -44,7 +45,15 @@ def run_demo(
         if saved.train.iterations < asked or not run.calibration.is_file():
             # An interrupted or shorter demo continues; a longer one that was interrupted is never shortened.
             longest = max(saved.train.iterations, asked)
-            fit(run.resumed_config({"iterations": longest, "device": device}), run.path, resume=True, progress=progress)
+            try:
+                resumed = run.resumed_config({"iterations": longest, "device": device})
+            except RunError:
+                resumed = None  # its decay has begun, so it cannot be extended: the demo trains a new run
+            if resumed is None:
+                shutil.rmtree(run.path)
+                fit(cfg, run.path, progress=progress)
+            else:
+                fit(resumed, run.path, resume=True, progress=progress)
     else:
         fit(cfg, run.path, progress=progress)
     result = evaluate_run(run.path, "test", device=device)

@@ -15,7 +15,7 @@ import torch
 
 from .errors import DataError, RunError
 from .evaluate.scoring import SCORING_BATCH, Scores
-from .files import atomic_write
+from .files import atomic_write, check_output
 from .runs import RunDir, load_detector
 
 OPSET = 18
@@ -53,6 +53,7 @@ def run_metadata(run_dir: str | Path) -> dict[str, str]:
 
 def export(run_dir: str | Path, fmt: str, out: str | Path) -> Path:
     """Write the run's model to `out` in `fmt` ("onnx" or "safetensors")."""
+    check_output(out)
     if fmt not in FORMATS:
         raise RunError(f"export format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
     detector, cfg, _ = load_detector(run_dir, "cpu")

@@ -137,3 +137,51 @@ def _lock(handle: IO[str]) -> None:
         msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
         return
     fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+# What a folder written by each command holds, by the file that marks it.
+OUTPUT_MARKERS = {"run": "config.yaml", "predict": "predictions.csv", "demo": "summary.json"}
+OUTPUT_NAMES = {"run": "a training run", "predict": "a predict output", "demo": "a demo"}
+
+
+def output_kind(folder: Path) -> str | None:
+    """Which command's output `folder` is ("run", "predict", "demo"), or None."""
+    if (folder / OUTPUT_MARKERS["demo"]).is_file() or (folder / "run").is_dir():
+        return "demo"
+    for kind, marker in OUTPUT_MARKERS.items():
+        if (folder / marker).is_file():
+            return kind
+    return None
+
+
+def check_output(path: str | Path, option: str = "--out", kind: str | None = None) -> Path:
+    """Refuse an output location before any work is done; the path, unchanged.
+
+    `kind` None: a file to write (no folder may stand there). Otherwise a folder for that command's output:
+    it may be new, empty, or an earlier output of the same command (the command then decides what it
+    continues or replaces), never a folder holding anything else.
+    """
+    path = Path(path)
+    for above in [path, *path.parents]:
+        if above.exists() or above.is_symlink():
+            if above != path and not above.is_dir():
+                raise DataError(f"{option} {path}: {above} is a file, so nothing can be written inside it")
+            break
+    if kind is None:
+        if path.is_dir():
+            raise DataError(f"{option} {path} is a folder; give the name of the file to write")
+        return path
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{option} {path} is a file; give a folder for {OUTPUT_NAMES[kind]}")
+    # medsagan's own lock and decoded-image cache (a demo keeps it beside its run) make no folder foreign.
+    entries = [p for p in path.iterdir() if not p.name.startswith(".medsagan")] if path.is_dir() else []
+    if entries:
+        found = output_kind(path)
+        if found is None:
+            raise DataError(
+                f"{option} {path} already holds files that are not {OUTPUT_NAMES[kind]} ({entries[0].name}, ...); "
+                "choose a new or empty folder"
+            )
+        if found != kind:
+            raise DataError(f"{option} {path} holds {OUTPUT_NAMES[found]}, not {OUTPUT_NAMES[kind]}; choose another")
+    return path

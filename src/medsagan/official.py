@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .config import Config, load_config
 from .errors import RunError
-from .files import load_tensors
+from .files import check_output, load_tensors
 
 RUNNING = ("running_mean", "running_var", "num_batches_tracked")
 RULES = [  # (official pattern, medsagan replacement), applied to the name without its last part
@@ -171,6 +171,7 @@ def import_official(checkpoint: str | Path, out: str | Path, data: str = "", ima
     from .models import build_generator
     from .runs import RunDir, Selection
 
+    check_output(out, kind="run")
     state = read_official(checkpoint)
     cfg = official_config(state, image_size).replace(data={"path": data}).with_absolute_paths()
     expected = build_generator(cfg.model).state_dict()

@@ -1,5 +1,6 @@
 """`predict`: score any files, folders or DICOMs with a trained run; a CSV and one heatmap panel per image."""
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from .evaluate.calibration import HEATMAP_QUANTILE
 from .evaluate.report import scores_csv
 from .evaluate.scoring import Scores, score_images
 from .evaluate.thresholds import verdict
-from .files import atomic_write_text
+from .files import atomic_write_text, check_output
 from .runs import RunDir, load_detector
 from .viz.heatmaps import panel, save_panel
 
@@ -124,7 +125,7 @@ def predict(
 
     Writes predictions.csv and panels/<name>.png under `out_dir`.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, kind="predict")
     model = open_model(run_dir, device)
     dataset = "" if model.dataset == "synthetic" else model.dataset
     check_output_folder(out_dir, dataset, [Path(p) for p in inputs])
@@ -145,6 +146,8 @@ def predict(
         # Without a calibration (a run still training) the colour scale comes from these images' own maps.
         vmax = model.heatmap_vmax or float(np.quantile(result.maps, HEATMAP_QUANTILE))
     names = panel_names(files)
+    if (out_dir / PREDICTIONS).is_file() and (out_dir / "panels").is_dir():
+        shutil.rmtree(out_dir / "panels")  # an earlier predict output's panels, never left beside the new CSV
     atomic_write_text(
         out_dir / PREDICTIONS,
         scores_csv([p.name for p in files], [str(p) for p in files], None, result.scores, threshold),

@@ -25,7 +25,7 @@ from .distributed import World, check_batch, local_device, start, stop, world_fr
 from .errors import MedsaganError, RunError
 from .evaluate.calibration import calibrate
 from .evaluate.selection import DESCRIPTIONS, validation_metric
-from .files import RunLock, atomic_torch_save, atomic_write_text, load_tensors
+from .files import RunLock, atomic_torch_save, atomic_write_text, check_output, load_tensors
 from .models import AnomalyDetector, build_generator
 from .runs import RunDir, Selection
 from .trainer import Trainer, critic_step, generator_step, lr_factor
@@ -86,6 +86,8 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
     Under torchrun, rank 0 opens and writes the run and the others follow (distributed.py).
     """
     started = time.perf_counter()
+    if not resume:
+        check_output(run_dir, kind="run")  # before any data is read or any folder made
     run, world = RunDir(run_dir), world_from_env()
     cfg = cfg.with_absolute_paths()
     if not cfg.train.time_budget:

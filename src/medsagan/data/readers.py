@@ -191,6 +191,36 @@ def resize_uint8(array: np.ndarray, size: int, channels: int) -> np.ndarray:
     return out[None] if channels == 1 else out.transpose(2, 0, 1).copy()
 
 
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's convert("L")
+
+
+def from_array(array: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """An in-memory image -> uint8 [channels, size, size], the way a file with the same pixels is read.
+
+    Takes [H, W], [H, W, C] or [C, H, W] with C = 1 or 3, uint8 or float in [0, 1]. uint8 goes through PIL as
+    a decoded file does; float colour becomes grey by the same ITU-R 601 weights.
+    """
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
+        raise DataError(
+            f"an image array must be [H, W], [H, W, C] or [C, H, W] with 1 or 3 channels, not {array.shape}"
+        )
+    if array.dtype == np.uint8:
+        return resize_uint8(array, size, channels)
+    planes = np.clip(array.astype(np.float32), 0.0, 1.0)
+    if planes.ndim == 2:
+        planes = np.repeat(planes[None], channels, axis=0)
+    elif channels == 1:
+        planes = (planes @ LUMA)[None]
+    else:
+        planes = planes.transpose(2, 0, 1)
+    return np.stack([resize_plane(plane, size) for plane in planes])
+
+
 HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I", "F")
 SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"BM": "BMP"}
 

@@ -20,7 +20,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 from ..data.sources import open_source
 from ..evaluate.metrics import at_threshold
 from ..evaluate.report import EvalResult, evaluate_run
-from ..files import atomic_write_text
+from ..files import atomic_write_text, check_output
 from ..runs import RunDir, load_detector
 from .heatmaps import gallery
 
@@ -176,6 +176,8 @@ def read_log(path: Path) -> list[dict]:
 
 def build_report(run_dir: str | Path, split: str = "test", out: str | Path | None = None, device: str = "auto") -> Path:
     """Evaluate `split` and write the HTML report (default RUN/report-SPLIT.html); its path."""
+    if out is not None:
+        check_output(out)
     run = RunDir(run_dir)
     result = evaluate_run(run.path, split, device=device)
     intervals = bootstrap_intervals(result.labels, result.scores)
