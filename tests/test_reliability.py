@@ -158,7 +158,11 @@ def test_predict_refuses_an_out_inside_the_training_data_or_holding_images(folde
     assert snapshot(data) == before
     fails_in_one_line(cli("predict", run, tmp_path / "in", "--out", tmp_path / "in" / "preds"), "inside")
     write_png(tmp_path / "photos" / "holiday.png", 7)
-    fails_in_one_line(cli("predict", run, image, "--out", tmp_path / "photos"), "holiday.png", "already holds files that are not a predict output")
+    fails_in_one_line(
+        cli("predict", run, image, "--out", tmp_path / "photos"),
+        "holiday.png",
+        "already holds files that are not a predict output",
+    )
     assert cli("predict", run, image, "--out", tmp_path / "preds").exit_code == 0
     assert cli("predict", run, image, "--out", tmp_path / "preds").exit_code == 0  # its own earlier output
 

@@ -96,3 +96,22 @@ def test_predict_into_its_earlier_output_leaves_no_stale_panels(tmp_path):
     second = write_png(tmp_path / "in2" / "b.png", 90, size=32)
     predict(run, [second], tmp_path / "out", device="cpu")
     assert [p.name for p in (tmp_path / "out" / "panels").iterdir()] == ["b.png"]
+
+
+def test_data_check_describes_the_validation_that_training_uses(tmp_path):
+    from helpers import tiny_config
+    from medsagan.data.dataset import build_training_data
+    from medsagan.data.sources import open_source
+    from medsagan.train import data_summary
+
+    result = CliRunner().invoke(main, ["data", "check", "synthetic", "data.synthetic_count=24", "--json"])
+    planned = __import__("json").loads(result.output)["validation"]
+    text = CliRunner().invoke(main, ["data", "check", "synthetic", "data.synthetic_count=24"]).output
+    cfg = tiny_config()
+    trained = data_summary(build_training_data(open_source(cfg), cfg, tmp_path / "cache"), "")["validation"]
+    assert planned["kind"] == trained["kind"] == "aucp_heldout"
+    assert (planned["held_out_normals"], planned["held_out_unlabeled"]) == (trained["normal"], trained["positive"])
+    assert (
+        f"{trained['positive']} held-out unlabelled images" in text
+        and "none" not in text.split("validation:")[1].split("\n")[0]
+    )

@@ -133,6 +133,11 @@ def format_report(report: dict) -> str:
             f"validation: {validation['held_out_normals']} held-out labelled normals against the "
             "unlabelled set (AUCp, label-free)"
         )
+    elif validation["kind"] == "aucp_heldout":
+        lines.append(
+            f"validation: {validation['held_out_normals']} held-out labelled normals against "
+            f"{validation['held_out_unlabeled']} held-out unlabelled images (AUCp, label-free, never trained on)"
+        )
     else:
         lines.append("validation: none (the last iteration is kept)")
     sizes = ", ".join(f"{size} ({n})" for size, n in report["image_sizes"].items())
