@@ -115,3 +115,14 @@ def test_data_check_describes_the_validation_that_training_uses(tmp_path):
         f"{trained['positive']} held-out unlabelled images" in text
         and "none" not in text.split("validation:")[1].split("\n")[0]
     )
+
+
+def test_a_successful_export_prints_one_line_and_no_library_chatter(tmp_path):
+    pytest.importorskip("onnxscript")
+    from helpers import tiny_config
+    from medsagan.train import fit
+
+    run = fit(tiny_config(train={"iterations": 2}), tmp_path / "run", progress=False)
+    result = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and result.stdout.strip().splitlines() == [f"written: {tmp_path / 'm.onnx'}"]

@@ -89,12 +89,36 @@ def _version() -> str:
 
 @click.group(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="medsagan")
-def main():
+@click.option("--verbose", is_flag=True, help="Also show the libraries' own log lines and warnings (torch, ONNX).")
+def main(verbose):
     """SAGAN anomaly detection for medical images: restore an image to a healthy one and score the difference.
 
     Start with `medsagan demo`; see `medsagan COMMAND --help` for each command.
     """
+    quiet_libraries(verbose)
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Medsagan's own lines on stderr; the libraries' log lines and warnings only with --verbose."""
+    import warnings
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if verbose:
+        return
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, OwnLines) for f in handler.filters):
+            handler.addFilter(OwnLines())
+    for name in ("torch", "onnxscript", "onnx", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+class OwnLines(logging.Filter):
+    """Passes medsagan's records, and other libraries' errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """True for a record the user should see without --verbose."""
+        return record.name.startswith("medsagan") or record.levelno >= logging.ERROR
 
 
 def options(**sections: dict) -> dict:
