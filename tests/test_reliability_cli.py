@@ -126,3 +126,32 @@ def test_a_successful_export_prints_one_line_and_no_library_chatter(tmp_path):
     result = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output
     assert result.stderr == "" and result.stdout.strip().splitlines() == [f"written: {tmp_path / 'm.onnx'}"]
+
+
+def test_ctrl_c_gives_advice_that_fits_the_command(tmp_path, monkeypatch):
+    from medsagan.evaluate import report
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "evaluate_run", interrupt)
+    code, lines = one_line_error("evaluate", tmp_path)
+    assert code == 130 and len(lines) == 1
+    assert "medsagan evaluate" in lines[0] and "--resume" not in lines[0]
+
+
+def test_evaluate_finds_a_moved_dataset_with_data(tmp_path):
+    import shutil
+
+    from helpers import make_folder_dataset, tiny_config
+    from medsagan.train import fit
+
+    make_folder_dataset(tmp_path / "data", n=6)
+    run = fit(
+        tiny_config(data={"path": str(tmp_path / "data")}, train={"iterations": 2}), tmp_path / "run", progress=False
+    )
+    shutil.move(tmp_path / "data", tmp_path / "moved")
+    code, lines = one_line_error("evaluate", run)
+    assert code == 2 and len(lines) == 1 and "medsagan evaluate RUN --data PATH" in lines[0]
+    result = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(tmp_path / "moved"), "--json"])
+    assert result.exit_code == 0, result.output

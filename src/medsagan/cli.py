@@ -36,7 +36,7 @@ class Command(click.Group):
         except click.ClickException as err:
             code = _fail(f"error: {_one_line(err.format_message())}", err.exit_code)
         except (click.Abort, KeyboardInterrupt):
-            code = _fail("interrupted; a training run continues with `medsagan train --resume RUN`", 130)
+            code = _fail(_interrupted(argv), 130)
         except Exception as err:
             report = _write_traceback(argv)
             code = _fail(
@@ -50,6 +50,16 @@ class Command(click.Group):
 def _command_name(argv: list[str]) -> str:
     words = [arg for arg in argv if not arg.startswith("-")]
     return " ".join(["medsagan", *words[: 2 if words[:1] == ["data"] else 1]])
+
+
+def _interrupted(argv: list[str]) -> str:
+    """What an interrupted command leaves, and how to go on, by command."""
+    command = _command_name(argv)
+    if command == "medsagan train":
+        return "interrupted; the run continues from its last checkpoint with `medsagan train --resume RUN`"
+    if command == "medsagan demo":
+        return "interrupted; run `medsagan demo` again with the same --out to continue its training"
+    return f"interrupted; `{command}` wrote every file atomically, so nothing is half-written: run it again"
 
 
 def _one_line(text: str) -> str:
@@ -224,8 +234,9 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
     is_flag=True,
     help="Leave out images byte-identical to a training image (listed in metrics.json) instead of refusing.",
 )
+@click.option("--data", help="Where the run's dataset lives now, if it has moved since training.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate(run, split, official_scoring, device, drop_duplicates, as_json):
+def evaluate(run, split, official_scoring, device, drop_duplicates, data, as_json):
     """Score a run's test split: AUC, AP, metrics.json, scores.csv and curves.png in RUN/evaluation/SPLIT.
 
     \b
@@ -233,7 +244,9 @@ def evaluate(run, split, official_scoring, device, drop_duplicates, as_json):
     """
     from .evaluate.report import evaluate_run
 
-    result = evaluate_run(run, split, official=official_scoring, device=device, drop_duplicates=drop_duplicates)
+    result = evaluate_run(
+        run, split, official=official_scoring, device=device, drop_duplicates=drop_duplicates, data=data
+    )
     metrics = result.to_dict()
     if as_json:
         click.echo(json.dumps(metrics))

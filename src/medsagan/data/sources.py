@@ -383,7 +383,10 @@ def open_dataset(
         raise DataError("no dataset given; set data.path (or --data) to a dataset folder or .npz file")
     root = Path(path).expanduser()
     if not root.exists():
-        raise DataError(f"{root}: no such file or folder; point data.path at your dataset")
+        raise DataError(
+            f"{root}: no such file or folder; give the dataset's path (`medsagan train --data PATH`, or "
+            "`medsagan evaluate RUN --data PATH` when a trained run's dataset has moved)"
+        )
     if source == "auto":
         if root.is_file() and root.suffix == ".npz":
             source = "medmnist"

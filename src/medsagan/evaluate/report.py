@@ -79,8 +79,12 @@ def evaluate_run(
     official: bool = False,
     device: str = "auto",
     drop_duplicates: bool = False,
+    data: str | Path | None = None,
 ) -> EvalResult:
     """Score `split` ("test" or "val") with the run's selected generator; metrics written under RUN/evaluation/.
+
+    `data`: where the run's dataset lives now, when it has moved since training (its images are checked against
+    the run's saved digests as always).
 
     An image of `split` whose bytes equal a training or validation image's is an error, or with
     `drop_duplicates` left out of the metrics and listed in metrics.json (public files such as MedMNIST's
@@ -90,6 +94,8 @@ def evaluate_run(
 
     run = RunDir(run_dir)
     detector, cfg, selection = load_detector(run.path, device)
+    if data is not None:
+        cfg = cfg.replace(data={"path": str(data)}).with_absolute_paths()
     cache = run.cache_dir(cfg)
     source = open_source(cfg)
     images = load_split(source, split, cfg, cache)
