@@ -155,3 +155,17 @@ def test_evaluate_finds_a_moved_dataset_with_data(tmp_path):
     assert code == 2 and len(lines) == 1 and "medsagan evaluate RUN --data PATH" in lines[0]
     result = CliRunner().invoke(main, ["evaluate", str(run), "--data", str(tmp_path / "moved"), "--json"])
     assert result.exit_code == 0, result.output
+
+
+def test_an_unknown_key_in_a_medad_split_is_refused_by_name(tmp_path):
+    import json
+
+    from medsagan.data.sources import read_split
+    from medsagan.errors import DataError
+
+    index = {"train": {"0": ["a.png"], "unlabeled": {"0": [], "1": []}}, "test": {"0": ["b.png"], "1": ["c.png"]}}
+    (tmp_path / "data.json").write_text(json.dumps({**index, "val": {"0": ["d.png"]}}))
+    with pytest.raises(DataError, match=r"unknown key val"):
+        read_split(tmp_path / "data.json")
+    (tmp_path / "data.json").write_text(json.dumps(index))
+    assert read_split(tmp_path / "data.json")["train/0"] == ["a.png"]

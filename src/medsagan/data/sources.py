@@ -119,6 +119,24 @@ def _split_text(index: str | Path) -> str:
         ) from None
 
 
+def _refuse_unknown_keys(index, split) -> None:
+    """A key Med-AD does not define (a `val` list, a typo) would be ignored: say so instead."""
+    known = {"train": {"0", "unlabeled"}, "test": {"0", "1"}}
+    if not isinstance(split, dict):
+        raise DataError(f"{index}: a Med-AD data.json is an object with train and test")
+    extra = [key for key in split if key not in known]
+    for section, keys in known.items():
+        if isinstance(split.get(section), dict):
+            extra += [f"{section}.{key}" for key in split[section] if key not in keys]
+    if isinstance(split.get("train"), dict) and isinstance(split["train"].get("unlabeled"), dict):
+        extra += [f"train.unlabeled.{key}" for key in split["train"]["unlabeled"] if key not in ("0", "1")]
+    if extra:
+        raise DataError(
+            f"{index}: unknown key {extra[0]}; a Med-AD data.json holds only train.0, train.unlabeled.0, "
+            "train.unlabeled.1, test.0 and test.1 (a labelled validation split needs the folder layout's val/)"
+        )
+
+
 def read_split(index: str | Path) -> dict[str, list[str]]:
     """The five lists of a Med-AD data.json: a path, or "rsna", "vindr", "lag" for the bundled splits.
 
@@ -130,6 +148,7 @@ def read_split(index: str | Path) -> dict[str, list[str]]:
     except json.JSONDecodeError as err:
         raise DataError(f"{index}: not valid JSON ({err})") from None
     images = Path(index).parent / "images" if str(index).lower() not in BUNDLED_SPLITS else Path("images")
+    _refuse_unknown_keys(index, split)
     pools = {}
     for key in MEDAD_KEYS:
         node = split
