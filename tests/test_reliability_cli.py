@@ -169,3 +169,12 @@ def test_an_unknown_key_in_a_medad_split_is_refused_by_name(tmp_path):
         read_split(tmp_path / "data.json")
     (tmp_path / "data.json").write_text(json.dumps(index))
     assert read_split(tmp_path / "data.json")["train/0"] == ["a.png"]
+
+
+@pytest.mark.parametrize("name", ["a\x00.png", "b\x1b[31m.png", "c\n.png"])
+def test_a_split_name_with_a_control_character_is_one_clear_error(tmp_path, name):
+    from medsagan.errors import DataError
+    from medsagan.files import contained
+
+    with pytest.raises(DataError, match="control character"):
+        contained(tmp_path, name, "data.json (train.0)")

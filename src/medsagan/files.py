@@ -67,6 +67,10 @@ def load_tensors(path: str | Path, what: str = "medsagan checkpoint") -> Any:
 
 def contained(root: Path, name: str, where: str) -> Path:
     """`root / name`, refused when `name` is absolute or climbs out of `root` (`..`, a drive, a link)."""
+    if any(ord(c) < 32 for c in name):
+        raise DataError(
+            f"{where}: the entry {name!r} holds a control character (NUL, newline, ESC...); rename the file"
+        )
     relative = PurePosixPath(name.replace("\\", "/"))
     drive = len(name) > 1 and name[1] == ":"  # C:\... on Windows
     if not name or relative.is_absolute() or ".." in relative.parts or drive:
