@@ -178,3 +178,16 @@ def test_a_split_name_with_a_control_character_is_one_clear_error(tmp_path, name
 
     with pytest.raises(DataError, match="control character"):
         contained(tmp_path, name, "data.json (train.0)")
+
+
+def test_errors_come_from_the_right_layer():
+    import torch
+
+    from medsagan.errors import ConfigError, RunError
+    from medsagan.runs import Selection
+    from medsagan.synthesis import other_images
+
+    with pytest.raises(RunError, match="selection record"):
+        Selection.from_dict({"metric": "val/aucp"})
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        other_images(torch.zeros(1, 1, 8, 8), torch.Generator())

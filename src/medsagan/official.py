@@ -96,7 +96,7 @@ def to_official_name(name: str) -> str:
     for pattern, replacement in inverse.items():
         if re.fullmatch(pattern, module):
             return f"{re.sub(pattern, replacement, module)}.{leaf}"
-    raise ValueError(f"{name} has no official counterpart")
+    raise RunError(f"{name} has no counterpart in the official generator's checkpoint layout")
 
 
 def read_official(path: str | Path) -> dict[str, Tensor]:

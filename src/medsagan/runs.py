@@ -44,8 +44,11 @@ class Selection:
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> "Selection":
-        """Read back a stored record; a missing field is a RunError."""
-        return cls(int(record["iteration"]), record["metric"], record["value"], str(record.get("selection", "")))
+        """Read back a stored record; a missing or malformed field is a RunError."""
+        try:
+            return cls(int(record["iteration"]), record["metric"], record["value"], str(record.get("selection", "")))
+        except (KeyError, TypeError, ValueError) as err:
+            raise RunError(f"a stored selection record is incomplete or malformed ({err!r}): {record!r}") from None
 
 
 @dataclass(frozen=True)

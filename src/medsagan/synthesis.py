@@ -31,7 +31,9 @@ def other_images(images: Tensor, rng: torch.Generator) -> Tensor:
     """For each image, another image of the batch chosen uniformly (never itself)."""
     b = images.shape[0]
     if b < 2:
-        raise ValueError("pseudo-anomalies need a batch of at least 2 images to take patches from")
+        raise ConfigError(
+            "pseudo-anomalies need a batch of at least 2 images to take patches from; raise train.batch_size"
+        )
     offset = torch.randint(1, b, (b,), generator=rng, device=rng.device)
     return images[(torch.arange(b, device=images.device) + offset.to(images.device)) % b]
 
