@@ -189,5 +189,5 @@ def test_errors_come_from_the_right_layer():
 
     with pytest.raises(RunError, match="selection record"):
         Selection.from_dict({"metric": "val/aucp"})
-    with pytest.raises(ConfigError, match="train.batch_size"):
+    with pytest.raises(ConfigError, match=r"train\.batch_size"):
         other_images(torch.zeros(1, 1, 8, 8), torch.Generator())
