@@ -117,6 +117,15 @@ def test_official_scoring_is_labelled_as_such(trained):
     assert metrics["scoring"].startswith("official scoring")
     assert (trained / "evaluation" / "test-official" / "metrics.json").is_file()
 
+    def scores(folder):
+        with open(trained / "evaluation" / folder / "scores.csv") as handle:
+            return np.array([float(row["score"]) for row in csv.DictReader(handle)])
+
+    official = scores("test-official")
+    json.loads(run("evaluate", trained, "--json").output)
+    plain = scores("test")
+    assert official.shape == plain.shape and not np.allclose(official, plain)  # the random mask changes them
+
 
 def test_predict_files_folders_and_dicoms(trained, tmp_path):
     write_png(tmp_path / "in" / "a.png", 120, size=40)

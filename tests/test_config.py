@@ -173,3 +173,9 @@ def test_non_finite_numbers_are_refused_by_name(key, value):
 
     with pytest.raises(ConfigError, match=re.escape(key) + " = .* is not a finite number"):
         load_config(overrides=parse_overrides([f"{key}={value}"]))
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 1.5, -0.1])
+def test_threshold_specificity_is_range_checked_in_its_own_section(value):
+    with pytest.raises(ConfigError, match=r"evaluation\.threshold_specificity = .* is out of range"):
+        load_config(overrides={"evaluation": {"threshold_specificity": value}})
