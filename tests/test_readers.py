@@ -83,7 +83,7 @@ def test_dicom_eight_bit_monochrome1(tmp_path):
 
 def test_compressed_dicom_without_decoder_names_file_and_package(tmp_path):
     path = write_dicom(tmp_path / "c.dcm", ramp16(), compressed=True)
-    with pytest.raises(DataError, match=r"c\.dcm.*JPEG 2000.*pip install pylibjpeg"):
+    with pytest.raises(DataError, match=r"c\.dcm.*JPEG 2000.*medsagan\[dicom\]"):
         read_dicom(path)
 
 

@@ -14,7 +14,7 @@ from ..errors import DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
-DECODER_HINT = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)"
+DECODER_HINT = "pip install 'medsagan[dicom]' (pylibjpeg and its JPEG and JPEG 2000 plugins; or python-gdcm)"
 # Largest image read, in pixels (8192 x 8192): far above any radiograph or fundus photo, and small enough
 # that a crafted file (a "decompression bomb": a few KB that decode to gigabytes) is refused unread.
 MAX_PIXELS = 8192 * 8192
