@@ -191,3 +191,21 @@ def test_errors_come_from_the_right_layer():
         Selection.from_dict({"metric": "val/aucp"})
     with pytest.raises(ConfigError, match=r"train\.batch_size"):
         other_images(torch.zeros(1, 1, 8, 8), torch.Generator())
+
+
+def test_a_full_disk_while_saving_is_one_clear_error_and_leaves_the_old_file(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from medsagan import files
+    from medsagan.errors import RunError
+
+    target = files.atomic_write_text(tmp_path / "state.pt", "old")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(RunError, match=r"no space left on the disk; the file it was replacing is intact"):
+        files.atomic_write_text(target, "new")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.pt"]

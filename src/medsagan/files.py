@@ -1,7 +1,9 @@
 """Files a run writes and reads: atomic writes, a safe loader, a lock with one writer, contained paths."""
 
+import errno
 import os
 import pickle
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -31,10 +33,27 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if _disk_full(err, path.parent):
+            raise RunError(
+                f"{path}: no space left on the disk; the file it was replacing is intact. Free some space, then run "
+                "the command again (a training run continues with --resume)"
+            ) from None
         raise
     return path
+
+
+def _disk_full(err: BaseException, folder: Path) -> bool:
+    """Whether a failed write failed for want of space (torch.save reports it as a RuntimeError of its own)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(err, RuntimeError) and "write" in str(err).lower():
+        try:
+            return shutil.disk_usage(folder).free < 16 * 2**20
+        except OSError:
+            return False
+    return False
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
