@@ -130,6 +130,7 @@ def test_import_official_makes_a_run_that_predict_accepts(tmp_path):
     image = write_png(tmp_path / "x.png", 120, size=64)
     predicted = CliRunner().invoke(main, ["predict", str(tmp_path / "run"), str(image), "--out", str(tmp_path / "p")])
     assert predicted.exit_code == 0, predicted.output
+    assert "no threshold" in predicted.output and "above the run's threshold" not in predicted.output
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     refused = CliRunner().invoke(main, ["import-official", str(tmp_path / "junk.ckpt"), "--out", str(tmp_path / "r2")])
     assert refused.exit_code == 2 and "junk.ckpt" in refused.stderr and not (tmp_path / "r2").exists()

@@ -295,6 +295,12 @@ def predict(run, paths, out, device, skip_bad, no_panels, vmax):
     from .predict import predict as run_predict
 
     rows = run_predict(run, list(paths), out, device, skip_bad, not no_panels, vmax)
+    if rows and all(r["prediction"] is None for r in rows):
+        click.echo(
+            f"{len(rows)} images scored; the run has no threshold (it is not calibrated), so no verdicts; "
+            f"written to {out}"
+        )
+        return
     flagged = sum(r["prediction"] == "abnormal" for r in rows)
     click.echo(f"{len(rows)} images scored, {flagged} above the run's threshold; written to {out}")
 
