@@ -209,3 +209,26 @@ def test_a_full_disk_while_saving_is_one_clear_error_and_leaves_the_old_file(tmp
     with pytest.raises(RunError, match=r"no space left on the disk; the file it was replacing is intact"):
         files.atomic_write_text(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_linked_sub_folders_are_read_and_broken_or_looping_links_are_named(tmp_path):
+    from helpers import make_folder_dataset, tiny_config
+    from medsagan.data.sources import open_source
+    from medsagan.errors import DataError
+
+    root = make_folder_dataset(tmp_path / "data", n=6)
+    extra = tmp_path / "elsewhere"
+    extra.mkdir()
+    for i in range(2):
+        (root / "normal" / f"normal-00{i}.png").rename(extra / f"linked-{i}.png")
+    (root / "normal" / "more").symlink_to(extra, target_is_directory=True)
+    listed = open_source(tiny_config(data={"path": str(root)})).pools["train/0"]
+    assert {"normal/more/linked-0.png", "normal/more/linked-1.png"} <= set(listed)
+
+    (root / "normal" / "gone.png").symlink_to(tmp_path / "missing.png")
+    with pytest.raises(DataError, match=r"gone\.png: a broken link"):
+        open_source(tiny_config(data={"path": str(root)}))
+    (root / "normal" / "gone.png").unlink()
+    (extra / "loop").symlink_to(root / "normal", target_is_directory=True)
+    with pytest.raises(DataError, match="a link loop"):
+        open_source(tiny_config(data={"path": str(root)}))

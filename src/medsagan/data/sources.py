@@ -13,6 +13,7 @@ Every source lists the same pools of image ids and decodes any id to uint8 [C, S
 import gzip
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -254,8 +255,8 @@ class FolderSource(Source):
                 )
 
     def _list(self, folder: Path) -> list[str]:
-        paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
         items = []
+        paths = sorted(_files_below(folder))
         for path in paths:
             if path.suffix.lower() not in SUFFIXES and not (path.suffix == "" and is_dicom(path)):
                 raise DataError(
@@ -264,6 +265,33 @@ class FolderSource(Source):
                 )
             items.append(path.relative_to(self.root).as_posix())
         return items
+
+
+def _files_below(folder: Path) -> list[Path]:
+    """Every file below `folder`, linked sub-folders followed; a broken or looping link is an error by name."""
+    found, seen = [], set()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            raise DataError(f"{top}: a link loop (it leads back to {real}); remove the link")
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = Path(top) / name
+            if name.startswith("."):
+                continue
+            if path.is_symlink() and not path.exists():
+                raise DataError(
+                    f"{path}: a broken link (its target {os.readlink(path)} does not exist); fix or remove it"
+                )
+            found.append(path)
+        for name in dirs:
+            path = Path(top) / name
+            if path.is_symlink() and not path.exists():
+                raise DataError(
+                    f"{path}: a broken link (its target {os.readlink(path)} does not exist); fix or remove it"
+                )
+    return found
 
 
 class ArraySource(Source):
