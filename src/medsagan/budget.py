@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from .errors import ConfigError
 
 DURATION = re.compile(r"^(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m(?:in)?)?(?:(?P<s>\d+(?:\.\d+)?)s)?$")
-# The share of the budget left unplanned: machines drift a few per cent over half an hour (README, Speed).
-MARGIN = 0.05
+# The share of the budget left unplanned: the loop's logging and a machine's drift cost a few per cent.
+MARGIN = 0.08
 # The probe times at least this many n_critic cycles, and stops after this share of the budget (or 30 s).
 PROBE_CYCLES = (4, 100)
 PROBE_SHARE = 0.03
