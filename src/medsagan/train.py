@@ -119,6 +119,9 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
                 if world.is_main and not resume and not run.states():
                     _remove_failed_start(run.path, created)
                 raise
+            # Every rank leaves together (rank 0 calibrates last): one that tore down gloo while its peer still
+            # held the connection aborted now and then ("terminate called without an active exception").
+            world.broadcast(None)
     finally:
         stop(world)
     return run.path
