@@ -55,10 +55,9 @@ def panel_names(files: list[Path]) -> list[str]:
 
 
 def check_output_folder(out_dir: Path, dataset: str, inputs: list[Path]) -> None:
-    """Refuse an --out whose panels would be mistaken for data.
+    """Refuse an --out inside the run's dataset or an input folder, whose panels would be read as data later.
 
-    That is one inside the run's dataset or an input folder, or one that already holds images and is not an
-    earlier predict output.
+    A folder of other files is already refused by files.check_output, which predict calls first.
     """
     out = out_dir.resolve()
     folders = [Path(dataset).resolve()] if dataset and Path(dataset).is_dir() else []
@@ -68,13 +67,6 @@ def check_output_folder(out_dir: Path, dataset: str, inputs: list[Path]) -> None
             raise DataError(
                 f"--out {out_dir} is inside {folder}, which holds images the run trained on or is scoring; its "
                 "heatmap panels would be read as data later. Choose an --out outside it"
-            )
-    if out.is_dir() and not (out / PREDICTIONS).is_file():
-        images = [p for p in out.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES]
-        if images:
-            raise DataError(
-                f"--out {out_dir} already holds images ({images[0].name}, ...) and is not an earlier predict "
-                "output; choose an empty or new folder"
             )
 
 

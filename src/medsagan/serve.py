@@ -37,16 +37,11 @@ def is_loopback(host: str) -> bool:
 def create_app(model, max_upload_mb: float = MAX_UPLOAD_MB):
     """The FastAPI app around a loaded model (predict.open_model: a run or an ONNX file)."""
     from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi.responses import HTMLResponse
     from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="medsagan", docs_url=None, redoc_url=None)
     limit = int(max_upload_mb * 1024 * 1024)
-
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError):
-        return JSONResponse({"error": "send the image as a multipart form field named 'file'"}, status_code=400)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
