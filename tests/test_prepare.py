@@ -107,3 +107,38 @@ def test_missing_label_file_is_named(tmp_path):
     (tmp_path / "raw").mkdir()
     with pytest.raises(DataError, match=r"stage_2_detailed_class_info\.csv: label file not found"):
         prepare("rsna", tmp_path / "raw", tmp_path / "out")
+
+
+def test_a_second_prepare_verifies_and_repairs_its_own_folder_and_refuses_others(tmp_path):
+    raw = rsna_raw(tmp_path / "raw")
+    out = tmp_path / "out"
+    prepare("rsna", raw, out, size=32)
+    pools = json.loads((out / "data.json").read_text())
+    listed = out / "images" / pools["train"]["0"][0]
+    good = listed.read_bytes()
+    # An abnormal image under a labelled normal's name is not what prepare wrote: it is converted again.
+    listed.write_bytes((out / "images" / pools["test"]["1"][0]).read_bytes())
+    prepare("rsna", raw, out, size=32)
+    assert listed.read_bytes() == good
+
+    with pytest.raises(DataError, match=r"prepared with other settings \(size 32 -> 64\)"):
+        prepare("rsna", raw, out, size=64)
+    with pytest.raises(DataError, match=r"prepared with other settings \(split"):
+        prepare("rsna", raw, out, seed=1, size=32)
+
+    foreign = tmp_path / "foreign"
+    (foreign / "images").mkdir(parents=True)
+    (foreign / "data.json").write_text("{}")
+    with pytest.raises(DataError, match="already holds a Med-AD dataset that `data prepare` did not write"):
+        prepare("rsna", raw, foreign, size=32)
+    assert sorted(p.name for p in foreign.rglob("*")) == ["data.json", "images"]
+
+
+def test_two_source_images_of_one_name_are_refused_by_name(tmp_path):
+    raw = tmp_path / "raw"
+    for folder in ("non_glaucoma", "suspicious_glaucoma"):
+        (raw / folder).mkdir(parents=True)
+        Image.new("RGB", (20, 20)).save(raw / folder / "0007.jpg")
+    with pytest.raises(DataError, match=r"have the same name '0007'"):
+        prepare("lag", raw, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -14,17 +14,17 @@ def ramp16(bits: int = 12) -> np.ndarray:
 def test_png_grey_and_rgb(tmp_path):
     grey = write_png(tmp_path / "g.png", 51)
     assert np.allclose(read_image(grey), 0.2)
-    rgb = np.zeros((8, 8, 3), dtype=np.uint8)
+    rgb = np.zeros((16, 16, 3), dtype=np.uint8)
     rgb[..., 0] = 255
     Image.fromarray(rgb).save(tmp_path / "c.png")
     as_grey = read_image(tmp_path / "c.png")
-    assert as_grey.shape == (1, 8, 8) and np.allclose(as_grey, 76 / 255, atol=1 / 255)  # ITU-R 601 luma
+    assert as_grey.shape == (1, 16, 16) and np.allclose(as_grey, 76 / 255, atol=1 / 255)  # ITU-R 601 luma
     kept = read_image(tmp_path / "c.png", channels=3)
-    assert kept.shape == (3, 8, 8) and np.allclose(kept[0], 1) and np.allclose(kept[1:], 0)
+    assert kept.shape == (3, 16, 16) and np.allclose(kept[0], 1) and np.allclose(kept[1:], 0)
 
 
 def test_jpeg_and_sixteen_bit_tiff(tmp_path):
-    Image.fromarray(np.full((10, 10), 200, dtype=np.uint8)).save(tmp_path / "a.jpg", quality=95)
+    Image.fromarray(np.full((16, 16), 200, dtype=np.uint8)).save(tmp_path / "a.jpg", quality=95)
     assert abs(read_image(tmp_path / "a.jpg").mean() - 200 / 255) < 0.01
     Image.fromarray(ramp16()).save(tmp_path / "r.tif")
     image = read_image(tmp_path / "r.tif")
@@ -100,3 +100,10 @@ def test_corrupt_and_missing_files_are_named(tmp_path):
         read_image(bad)
     with pytest.raises(DataError, match=r"nothere\.png: file not found"):
         load_resized(tmp_path / "nothere.png", 16, 1)
+
+
+@pytest.mark.parametrize("side", [1, 8])
+def test_an_image_too_small_to_hold_anatomy_is_refused_by_name(tmp_path, side):
+    Image.new("L", (side, side), 128).save(tmp_path / "icon.png")
+    with pytest.raises(DataError, match=rf"icon\.png: {side} x {side} pixels, too small .*--skip-bad"):
+        load_resized(tmp_path / "icon.png", 64, 1)

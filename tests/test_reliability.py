@@ -321,7 +321,7 @@ def test_data_check_and_train_reject_the_same_bad_files(tmp_path, kind):
     elif kind == "text-as-dcm":
         bad.write_text("this is a text file, not a DICOM\n")
     else:
-        write_dicom(bad, np.zeros((8, 8), np.uint8))
+        write_dicom(bad, np.zeros((16, 16), np.uint8))
         import pydicom
 
         ds = pydicom.dcmread(bad)

@@ -85,6 +85,11 @@ class LossConfig:
     # (tanh(2x) at the masked pixels), so real and fake carry the same mask noise. Off: the paper's critic,
     # which can learn to spot the noise that the generator cannot remove (README, Results).
     critic_real_mask: bool = False
+    # Differentiable augmentation of everything the critic sees (DiffAugment, Zhao et al. 2020), real, restored
+    # and the penalty's interpolates alike: a comma-separated list of brightness, contrast, translation,
+    # scale, cutout (augment.py). "": off (the paper).
+    critic_augment: str = ""
+    critic_augment_p: float = 1.0  # the chance that each listed transform applies to an image
 
 
 @dataclass(frozen=True)
@@ -329,6 +334,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "loss.lambda_rec": (0, None, True, True),
     "loss.lambda_gp": (0, None, True, True),
     "loss.gp_every": (1, None, True, True),
+    "loss.critic_augment_p": (0, 1, False, True),
     "loss.fpi_core": (0, 1, False, True),
     "train.iterations": (1, None, True, True),
     "train.batch_size": (2, None, True, True),
@@ -386,6 +392,10 @@ def validate(cfg: Config) -> None:
         from .budget import parse_duration
 
         parse_duration(cfg.train.time_budget)
+    if cfg.loss.critic_augment:
+        from .augment import parse_policy
+
+        parse_policy(cfg.loss.critic_augment)
     if cfg.model.channels not in (1, 3):
         raise ConfigError(f"model.channels = {cfg.model.channels!r} must be 1 (grey) or 3 (colour)")
     if not DEVICE.match(cfg.train.device):
@@ -431,6 +441,8 @@ ADDED = {
     "evaluation.select_from": 0.0,
     "loss.gp_every": 1,
     "train.time_budget": "",
+    "loss.critic_augment": "",
+    "loss.critic_augment_p": 1.0,
 }
 
 

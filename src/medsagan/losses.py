@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from . import augment
 from .config import LossConfig
 from .models.blocks import perfectly_restored
 from .synthesis import make_pseudo_anomalies
@@ -28,7 +29,8 @@ class Batch:
     """One training step's images, all [B, C, S, S] in [-1, 1].
 
     normal: labelled normals x_n; unlabeled: the normal/abnormal mixture x_u; pseudo: pseudo-anomalies x_p
-    made from `normal`, with their box mask; mix: the gradient penalty's interpolation weight per pair.
+    made from `normal`, with their box mask; mix: the gradient penalty's interpolation weight per pair;
+    augment_real, augment_fake: the critic augmentation's draws for the normals and the unlabelled restorations.
     """
 
     normal: Tensor
@@ -36,10 +38,21 @@ class Batch:
     pseudo: Tensor
     pseudo_mask: Tensor
     mix: Tensor
+    augment_real: Tensor | None = None
+    augment_fake: Tensor | None = None
 
     def shard(self, world) -> "Batch":
         """The slice of a global batch that one training process computes (distributed.World)."""
-        return Batch(*(world.shard(t) for t in (self.normal, self.unlabeled, self.pseudo, self.pseudo_mask, self.mix)))
+        parts = (
+            self.normal,
+            self.unlabeled,
+            self.pseudo,
+            self.pseudo_mask,
+            self.mix,
+            self.augment_real,
+            self.augment_fake,
+        )
+        return Batch(*(None if t is None else world.shard(t) for t in parts))
 
 
 class SAGANLoss:
@@ -53,6 +66,13 @@ class SAGANLoss:
 
     def __init__(self, generator: nn.Module, critic: nn.Module, cfg: LossConfig, rng: torch.Generator):
         self.generator, self.critic, self.cfg, self.rng = generator, critic, cfg, rng
+        self.policy = augment.parse_policy(cfg.critic_augment)
+
+    def seen_by_critic(self, images: Tensor, draws: Tensor | None) -> Tensor:
+        """What the critic is shown of `images`: themselves, or their augmentation when one is configured."""
+        if draws is None:
+            return images
+        return augment.apply(images, draws, self.policy, self.cfg.critic_augment_p)
 
     def make_batch(self, normal: Tensor, unlabeled: Tensor, sources: Tensor | None = None) -> Batch:
         """The step's images, pseudo-anomalies included.
@@ -69,7 +89,10 @@ class SAGANLoss:
             unlabeled = pseudo
         n = min(normal.shape[0], unlabeled.shape[0])
         mix = torch.rand(n, generator=self.rng, device=self.rng.device).to(normal.device)
-        return Batch(normal, unlabeled, pseudo, mask, mix)
+        draws = (None, None)
+        if self.policy:
+            draws = (augment.draw(normal.shape[0], self.rng), augment.draw(unlabeled.shape[0], self.rng))
+        return Batch(normal, unlabeled, pseudo, mask, mix, *draws)
 
     def restorations(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """x'_u, x'_n, x'_p with gradients, through the generator as one batch.
@@ -97,6 +120,7 @@ class SAGANLoss:
         real = batch.normal
         if self.cfg.critic_real_mask:
             real = perfectly_restored(real, getattr(self.generator, "mask_keep", 1.0))
+        real, fake = self.seen_by_critic(real, batch.augment_real), self.seen_by_critic(fake, batch.augment_fake)
         wasserstein = self.critic(fake).mean() - self.critic(real).mean()
         stats = {"D/wasserstein": wasserstein.detach()}
         loss = wasserstein
@@ -116,7 +140,7 @@ class SAGANLoss:
         `restored`: the `restorations(batch)` of the current generator, when already computed.
         """
         restored_u, restored_n, restored_p = restored if restored is not None else self.restorations(batch)
-        adversarial = -self.critic(restored_u).mean()
+        adversarial = -self.critic(self.seen_by_critic(restored_u, batch.augment_fake)).mean()
         identity = functional.l1_loss(restored_n, batch.normal)
         restoration = functional.mse_loss(restored_p, batch.normal)
         loss = adversarial + self.cfg.lambda_id * identity + self.cfg.lambda_rec * restoration

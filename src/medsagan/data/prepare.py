@@ -3,9 +3,14 @@
 The recipe is the benchmark's (caiyu6666/DDAD-ASR data/preprocess_cxr.py at b1b7d0f): chest X-ray DICOMs are
 read raw, MONOCHROME1 is inverted, non-8-bit pixels are min-max scaled to uint8, and the image is resized
 to 512 x 512 bilinear and saved as <DICOM name>.png. LAG fundus JPEGs are copied unchanged.
+
+The output folder is prepare's own: a manifest records the settings and a digest of every image written, so
+an interrupted run resumes where it stopped, while a folder made otherwise, or with other settings, is
+refused rather than mixed into, and an image that is not what prepare wrote is converted again.
 """
 
 import csv
+import hashlib
 import json
 import math
 import re
@@ -41,8 +46,24 @@ def _read_csv(path: Path, needed: tuple[str, ...]) -> list[dict[str, str]]:
     return rows
 
 
+MANIFEST = ".medsagan-prepare.json"
+CHUNK = 256  # images converted between two manifest updates: what an interruption can cost
+
+
+def _unique(found: dict[str, Path], path: Path) -> None:
+    """Add `path` under its stem, refusing a second file of the same name (its label would be ambiguous)."""
+    if path.stem in found:
+        raise DataError(
+            f"{path} and {found[path.stem]} have the same name {path.stem!r}, so one would hide the other in the "
+            "Med-AD folder; remove or rename one of them"
+        )
+    found[path.stem] = path
+
+
 def _find(raw: Path, pattern: str, where: str) -> dict[str, Path]:
-    found = {p.stem: p for p in raw.rglob(pattern)}
+    found: dict[str, Path] = {}
+    for path in sorted(raw.rglob(pattern)):
+        _unique(found, path)
     if not found:
         raise DataError(f"{raw}: no {pattern} files found; expected the {where}")
     return found
@@ -73,7 +94,8 @@ def lag_labels(raw: Path) -> tuple[dict[str, int], dict[str, Path]]:
         if not base.is_dir():
             raise DataError(f"{raw / folder}: missing; the LAG download has {' and '.join(LAG_CLASSES)} folders")
         for path in sorted(base.glob("*.jp*g")):
-            labels[path.stem], files[path.stem] = label, path
+            _unique(files, path)
+            labels[path.stem] = label
     return labels, files
 
 
@@ -114,14 +136,48 @@ def seeded_split(dataset: str, labels: dict[str, int], seed: int) -> dict[str, l
     }
 
 
-def _convert(source: Path, target: Path, size: int) -> None:
-    if target.is_file():
-        return  # written atomically by an earlier, interrupted run: complete
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _convert(source: Path, target: Path, size: int, recorded: str | None) -> str:
+    """Write `target` from `source` unless it is what an earlier run wrote (`recorded`); its digest."""
+    if recorded is not None and target.is_file() and _digest(target) == recorded:
+        return recorded
     if source.suffix.lower() in (".jpg", ".jpeg"):
         atomic_write(target, lambda handle: handle.write(source.read_bytes()))
-        return
-    image = Image.fromarray(read_benchmark_dicom(source)).convert("L").resize((size, size), Image.BILINEAR)
-    atomic_write(target, lambda handle: image.save(handle, format="PNG"))
+    else:
+        image = Image.fromarray(read_benchmark_dicom(source)).convert("L").resize((size, size), Image.BILINEAR)
+        atomic_write(target, lambda handle: image.save(handle, format="PNG"))
+    return _digest(target)
+
+
+def _claim(out: Path, settings: dict) -> dict[str, str]:
+    """The digests an earlier run of the same settings wrote into `out`; refuse a folder prepare does not own."""
+    manifest = out / MANIFEST
+    if manifest.is_file():
+        try:
+            earlier = json.loads(manifest.read_text())
+            before, digests = earlier["settings"], dict(earlier["images"])
+        except (ValueError, KeyError, TypeError):
+            raise DataError(f"{manifest} is damaged; delete the folder {out} and prepare again") from None
+        if before != settings:
+            changed = ", ".join(f"{k} {before.get(k)!r} -> {v!r}" for k, v in settings.items() if before.get(k) != v)
+            raise DataError(
+                f"{out} was prepared with other settings ({changed}); give a new --out, or the same settings "
+                "to finish that folder"
+            )
+        return digests
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        what = "a Med-AD dataset" if (out / "data.json").is_file() else "files"
+        raise DataError(
+            f"{out} already holds {what} that `data prepare` did not write; give an empty or new --out folder"
+        )
+    return {}
+
+
+def _record(out: Path, settings: dict, digests: dict[str, str]) -> None:
+    atomic_write_text(out / MANIFEST, json.dumps({"settings": settings, "images": digests}, indent=0))
 
 
 def prepare(
@@ -133,7 +189,11 @@ def prepare(
     size: int = 512,
     workers: int = 8,
 ) -> dict[str, int]:
-    """Convert `raw` into `out`/images + `out`/data.json. Returns the pool counts."""
+    """Convert `raw` into `out`/images + `out`/data.json. Returns the pool counts.
+
+    A second call with the same settings finishes or verifies what the first wrote; other settings, or a
+    folder that prepare did not write, are refused.
+    """
     if dataset not in READERS:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(READERS)}")
     raw, out = Path(raw), Path(out)
@@ -150,11 +210,22 @@ def prepare(
     else:
         pools = {key: [stem + suffix for stem in stems] for key, stems in seeded_split(dataset, labels, seed).items()}
     where = str(split or "the split")
-    jobs = [
-        (files[Path(name).stem], contained(out / "images", name, where)) for names in pools.values() for name in names
-    ]
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda job: _convert(*job, size), jobs))
+    split_text = json.dumps(pools, sort_keys=True)
+    settings = {
+        "dataset": dataset,
+        "raw": str(raw.resolve()),
+        "size": size if dataset != "lag" else None,
+        "split": hashlib.sha256(split_text.encode()).hexdigest(),
+    }
+    digests = _claim(out, settings)
+    _record(out, settings, digests)  # before the first image, so an interrupted run is recognised as ours
+    names = [name for group in pools.values() for name in group]
+    for start in range(0, len(names), CHUNK):
+        chunk = names[start : start + CHUNK]
+        jobs = [(files[Path(n).stem], contained(out / "images", n, where), size, digests.get(n)) for n in chunk]
+        with ThreadPoolExecutor(workers) as pool:
+            digests.update(zip(chunk, pool.map(lambda job: _convert(*job), jobs), strict=True))
+        _record(out, settings, digests)
     index = {
         "train": {
             "0": pools["train/0"],

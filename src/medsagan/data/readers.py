@@ -18,10 +18,17 @@ DECODER_HINT = "pip install 'medsagan[dicom]' (pylibjpeg and its JPEG and JPEG 2
 # Largest image read, in pixels (8192 x 8192): far above any radiograph or fundus photo, and small enough
 # that a crafted file (a "decompression bomb": a few KB that decode to gigabytes) is refused unread.
 MAX_PIXELS = 8192 * 8192
+# A side below this holds no anatomy to learn from: such a file is a thumbnail, an icon or a broken export.
+MIN_SIDE = 16
 BAD_HINT = "fix or remove it, or pass --skip-bad"
 
 
 def _check_pixels(path: Path, width: int, height: int, frames: int = 1) -> None:
+    if min(width, height) < MIN_SIDE:
+        raise DataError(
+            f"{path}: {width} x {height} pixels, too small to be a medical image (at least {MIN_SIDE} on each "
+            f"side, medsagan.data.readers.MIN_SIDE); {BAD_HINT}"
+        )
     if width * height * frames > MAX_PIXELS:
         raise DataError(
             f"{path}: {width} x {height}{f' x {frames} frames' if frames > 1 else ''} pixels, over the limit of "
