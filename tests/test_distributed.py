@@ -106,6 +106,28 @@ def test_a_batch_that_does_not_divide_is_refused(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_medsagans_own_launcher_trains_as_torchrun_and_refuses_in_one_line(tmp_path):
+    own = [sys.executable, "-m", "medsagan", "train", "--nproc-per-node", "2", "--data", "synthetic", "--no-progress"]
+    refused = subprocess.run(
+        [*own, "--out", str(tmp_path / "refused"), *ARGS, "train.batch_size=7"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: train.batch_size 7 does not divide among 2 processes; make it a multiple of 2 (it is the global "
+        "batch, split across the processes)"
+    ]
+    assert not (tmp_path / "refused").exists()
+
+    args = ["--iterations", "4", "--out", str(tmp_path / "own"), *ARGS]
+    subprocess.run([*own, *args], env=ENV, check=True, capture_output=True, timeout=300)
+    train(tmp_path / "torchrun", 4, processes=2)
+    assert_same_weights(tmp_path / "own", tmp_path / "torchrun", 4)
+
+
 def _gradient_step(rank, world_size, init_file, out_file):
     """Two iterations of the real Trainer with plain SGD at lr 1, so the weights move by exactly the gradients."""
     from helpers import tiny_config

@@ -134,3 +134,11 @@ def test_import_official_makes_a_run_that_predict_accepts(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     refused = CliRunner().invoke(main, ["import-official", str(tmp_path / "junk.ckpt"), "--out", str(tmp_path / "r2")])
     assert refused.exit_code == 2 and "junk.ckpt" in refused.stderr and not (tmp_path / "r2").exists()
+
+
+@pytest.mark.parametrize("channels", [16 + 1000, 16 + 2, 16 + 4])
+def test_a_fusion_layer_that_fits_no_patch_grid_is_named_not_turned_into_a_config_error(channels):
+    state = official_state_dict(conv=8, blocks=2)
+    state["p_bn1.0.weight"] = torch.zeros(8, channels, 3, 3)
+    with pytest.raises(RunError, match=rf"bad\.ckpt: p_bn1\.0\.weight has {channels} input channels, which fits no"):
+        official_config(state, source="bad.ckpt")

@@ -27,6 +27,7 @@ class Command(click.Group):
         """Run the command line; exit with 0, 1 (a bug), 2 (a usage or input error) or 130."""
         argv = list(sys.argv[1:] if args is None else args)
         try:
+            extra.setdefault("obj", {"argv": argv})
             code = super().main(args=argv, prog_name=prog_name, standalone_mode=False, **extra)
         except MedsaganError as err:
             code = _fail(f"error: {_one_line(str(err))}", 2)
@@ -158,8 +159,28 @@ def command_config(config_file: str | None, preset: str | None, overrides: tuple
     help="Print the resolved configuration and data summary (and what train.time_budget would choose), then exit.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to RUN/log.jsonl).")
+@click.option(
+    "--nproc-per-node",
+    "processes",
+    type=click.IntRange(min=1),
+    help="Train as this many processes on this machine (as torchrun --standalone), one per GPU.",
+)
 @click.argument("overrides", nargs=-1)
-def train(config_file, preset, data, iterations, device, seed, out, resume, skip_bad, dry_run, no_progress, overrides):
+def train(
+    config_file,
+    preset,
+    data,
+    iterations,
+    device,
+    seed,
+    out,
+    resume,
+    skip_bad,
+    dry_run,
+    no_progress,
+    processes,
+    overrides,
+):
     """Train SAGAN and write a run directory.
 
     OVERRIDES are KEY=VALUE settings of the configuration (configs/paper.yaml lists every key).
@@ -169,10 +190,15 @@ def train(config_file, preset, data, iterations, device, seed, out, resume, skip
     medsagan train --config configs/medad-rsna.yaml --out runs/rsna train.batch_size=64
     medsagan train --resume runs/pneumonia            # after an interruption
     """
-    from .distributed import world_from_env
+    from .distributed import launch, world_from_env
     from .runs import RunDir
     from .train import fit
 
+    if processes and not dry_run:
+        argv = click.get_current_context().obj["argv"]
+        at = next(i for i, a in enumerate(argv) if a.startswith("--nproc-per-node"))
+        launch(processes, argv[:at] + argv[at + (1 if "=" in argv[at] else 2) :])
+        return
     if resume:
         given = {"--out": out, "--config": config_file, "--preset": preset, "--data": data}
         given.update({"--seed": seed is not None, "--skip-bad": skip_bad})

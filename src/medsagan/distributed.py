@@ -129,3 +129,55 @@ def local_device(device: torch.device, world: World) -> torch.device:
     if device.type == "cuda" and world.distributed:
         return torch.device("cuda", world.local_rank)
     return device
+
+
+def launch(processes: int, args: list[str]) -> None:
+    """Run `medsagan ARGS` as `processes` ranks on this machine, as `torchrun --standalone` would.
+
+    Rank 0 writes to the terminal; the other ranks' stderr goes to log files, so a refusal that every rank
+    reports is shown once, and a failure becomes one line here instead of torchrun's ChildFailedError
+    traceback. A rank's own error that rank 0 did not report is repeated from its log.
+    """
+    import sys
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if processes < 1:
+        raise ConfigError(f"--nproc-per-node {processes}: give 1 or more processes")
+    import logging
+
+    # The launcher's loggers set their own levels (from LOGLEVEL) when created, so a parent's is not enough.
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    with tempfile.TemporaryDirectory(prefix="medsagan-ranks-") as logs:
+        quiet = dict.fromkeys(range(1, processes), Std.ERR)
+        config = LaunchConfig(
+            min_nodes=1,
+            max_nodes=1,
+            nproc_per_node=processes,
+            logs_specs=DefaultLogsSpecs(log_dir=logs, redirects=quiet),
+            run_id=str(uuid.uuid4()),
+            rdzv_backend="c10d",
+            rdzv_endpoint="localhost:0",
+            max_restarts=0,
+        )
+        try:
+            elastic_launch(config, sys.executable)("-m", "medsagan", *args)
+        except ChildFailedError as err:
+            failed = sorted(err.failures)
+            if 0 not in failed:
+                lines = [
+                    line for path in sorted(Path(logs).rglob("stderr.log")) for line in path.read_text().splitlines()
+                ]
+                said = next((line for line in reversed(lines) if line.startswith("error:")), "")
+                raise RunError(
+                    f"rank {failed[0]} failed: {said.removeprefix('error: ') or 'see its messages'}"
+                ) from None
+            code = err.failures[0].exitcode
+            raise SystemExit(code if code > 0 else 1) from None

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from .config import Config, load_config
-from .errors import RunError
+from .errors import ConfigError, RunError
 from .files import check_output, load_tensors
 
 RUNNING = ("running_mean", "running_var", "num_batches_tracked")
@@ -109,18 +109,30 @@ def read_official(path: str | Path) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
 
 
-def official_config(state: dict[str, Tensor], image_size: int = 64) -> Config:
+def official_config(state: dict[str, Tensor], image_size: int = 64, source: str = "checkpoint") -> Config:
     """The paper preset with the widths, depth, channels and patch grid the official weights have."""
     first = state.get("layer1.0.weight")
     fuse = state.get("p_bn1.0.weight")
     if first is None or fuse is None:
-        raise RunError("not an official SAGAN generator: layer1.0.weight and p_bn1.0.weight are missing")
+        raise RunError(f"{source}: not an official SAGAN generator: layer1.0.weight and p_bn1.0.weight are missing")
+    if first.dim() != 4 or fuse.dim() != 4:
+        raise RunError(f"{source}: layer1.0.weight and p_bn1.0.weight must be convolution weights (4 dimensions)")
     conv_dim, channels = int(first.shape[0]), int(first.shape[1])
+    # The fusion layer reads two feature maps of conv_dim channels and 1 + log2(N^2) position-code bits.
     bits = int(fuse.shape[1]) - 2 * conv_dim
+    patches = round(2 ** ((bits - 1) / 2)) if 1 <= bits <= 17 else 0
+    if patches < 1 or patches**2 != 2 ** (bits - 1):
+        raise RunError(
+            f"{source}: p_bn1.0.weight has {int(fuse.shape[1])} input channels, which fits no patch grid for "
+            f"layer1.0.weight's {conv_dim} channels (2 x {conv_dim} plus 1 + log2(N x N) code bits); the file is "
+            "not an official SAGAN generator or was altered"
+        )
     blocks = len({k.split(".")[1] for k in state if re.match(r"bn2\.\d+\.main\.0\.weight$", k)})
-    patches = round((2 ** (bits - 1)) ** 0.5) if bits >= 1 else 1
     model = {"conv_dim": conv_dim, "channels": channels, "residual_blocks": blocks, "patches": patches}
-    return load_config(overrides={"model": {**model, "image_size": image_size}})
+    try:
+        return load_config(overrides={"model": {**model, "image_size": image_size}})
+    except ConfigError as err:
+        raise RunError(f"{source}: its weights describe a generator medsagan cannot build ({err})") from None
 
 
 def import_state(state: dict[str, Tensor], expected: dict[str, Tensor], source: str) -> dict[str, Tensor]:
@@ -173,7 +185,7 @@ def import_official(checkpoint: str | Path, out: str | Path, data: str = "", ima
 
     check_output(out, kind="run")
     state = read_official(checkpoint)
-    cfg = official_config(state, image_size).replace(data={"path": data}).with_absolute_paths()
+    cfg = official_config(state, image_size, str(checkpoint)).replace(data={"path": data}).with_absolute_paths()
     expected = build_generator(cfg.model).state_dict()
     weights = import_state(state, expected, str(checkpoint))
     run = RunDir(out)
