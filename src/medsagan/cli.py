@@ -337,16 +337,20 @@ def predict(run, paths, out, device, skip_bad, no_panels, vmax):
 @click.option("--iterations", type=int, help="Training iterations (default: fits 10 minutes on 2 CPU cores).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--no-progress", is_flag=True)
-def demo(data, out, iterations, device, no_progress):
+@click.argument("overrides", nargs=-1)
+def demo(data, out, iterations, device, no_progress, overrides):
     """Train the fast preset, evaluate it and write heatmaps: no download needed.
+
+    OVERRIDES are KEY=VALUE settings laid over the fast preset, as for `train`.
 
     \b
     medsagan demo
     medsagan demo --data ../shared/data/medad-pneumonia64
+    medsagan demo --data my-medad-folder data.anomaly_ratio=0.3
     """
     from .demo import run_demo
 
-    summary = run_demo(out, data, iterations, device, progress=not no_progress)
+    summary = run_demo(out, data, iterations, device, progress=not no_progress, overrides=parse_overrides(overrides))
     click.echo(summary)
 
 

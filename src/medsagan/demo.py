@@ -33,11 +33,21 @@ def run_demo(
     `overrides` (a nested dict) changes the fast preset further; the tests use it to shrink the model.
     """
     started = time.perf_counter()
-    out = check_output(out, kind="demo")
-    run = RunDir(out / "run")
     asked = iterations or DEMO_ITERATIONS
     demo = {"data": {"path": data or "synthetic"}, "train": {"iterations": asked, "device": device}}
     cfg = load_config(preset="fast", overrides=merge(overrides or {}, demo)).with_absolute_paths()
+    fresh = not Path(out).exists()
+    out = check_output(out, kind="demo")
+    try:
+        return _run(out, cfg, asked, device, progress, data, started)
+    except BaseException:
+        if fresh and not any(p.is_file() and p.name != ".medsagan.lock" for p in out.rglob("*")):
+            shutil.rmtree(out, ignore_errors=True)  # a demo that never started training leaves no folder
+        raise
+
+
+def _run(out: Path, cfg, asked: int, device: str, progress: bool, data: str | None, started: float) -> str:
+    run = RunDir(out / "run")
     if run.config.is_file():
         saved = run.load_config()
         if saved.data.path != cfg.data.path:
