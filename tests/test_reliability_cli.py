@@ -260,3 +260,12 @@ def test_demo_takes_the_advice_it_gives_for_an_impossible_ratio_and_leaves_no_em
     result = CliRunner().invoke(main, [*map(str, args), *tiny, "data.anomaly_ratio=0.1", "train.validate_every=2"])
     assert result.exit_code == 0, result.output
     assert "test AUC" in result.output
+
+
+def test_a_folder_given_as_medmnist_is_named_as_a_folder_not_as_a_corrupt_download(tmp_path):
+    from helpers import make_folder_dataset
+
+    root = make_folder_dataset(tmp_path / "folder", n=4)
+    code, lines = one_line_error("data", "check", root, "--source", "medmnist")
+    assert code == 2 and len(lines) == 1
+    assert "is a folder, not a MedMNIST .npz file" in lines[0] and "download" not in lines[0]

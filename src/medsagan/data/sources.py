@@ -332,6 +332,11 @@ class MedMNISTSource(ArraySource):
     kind = "medmnist"
 
     def __init__(self, path: Path, task: str = ""):
+        if path.is_dir():
+            raise DataError(
+                f"{path} is a folder, not a MedMNIST .npz file; give the .npz file, or data.source=auto to read the "
+                "folder as what it is"
+            )
         try:
             with np.load(path) as npz:
                 arrays = {key: npz[key] for key in npz.files}
