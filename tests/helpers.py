@@ -75,6 +75,23 @@ def make_folder_dataset(root: Path, n: int = 12, size: int = 32, val: bool = Fal
     return root
 
 
+def make_medad_dataset(root: Path, abnormal_unlabeled: int = 1, size: int = 32, seed: int = 0) -> Path:
+    """A small Med-AD folder (images/ + data.json): 8 labelled normals, 8 + N unlabelled, 2 + 2 test images."""
+    pools = {
+        "train/0": [f"n{i}.png" for i in range(8)],
+        "train/unlabeled/0": [f"u{i}.png" for i in range(8)],
+        "train/unlabeled/1": [f"a{i}.png" for i in range(abnormal_unlabeled)],
+        "test/0": ["t0.png", "t1.png"],
+        "test/1": ["s0.png", "s1.png"],
+    }
+    write_medad_split(root, pools)
+    rng = np.random.default_rng(seed)
+    for key, names in pools.items():
+        for name in names:
+            write_png(root / "images" / name, blob_image(rng, size, abnormal=key.endswith("1")))
+    return root
+
+
 def write_dicom(
     path: Path,
     pixels: np.ndarray,

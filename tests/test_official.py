@@ -136,6 +136,24 @@ def test_import_official_makes_a_run_that_predict_accepts(tmp_path):
     assert refused.exit_code == 2 and "junk.ckpt" in refused.stderr and not (tmp_path / "r2").exists()
 
 
+def test_an_imported_run_evaluates_on_data_whose_pools_cannot_give_the_papers_ratio(tmp_path):
+    import shutil
+
+    from helpers import make_medad_dataset
+
+    root = make_medad_dataset(tmp_path / "medad", abnormal_unlabeled=1)  # 0.6 of 8 unlabelled needs 4
+    path = tmp_path / "SAGAN_G.ckpt"
+    torch.save(official_state_dict(conv=8, blocks=2), path)
+    args = ["import-official", str(path), "--out", str(tmp_path / "run"), "--data", str(root), "--image-size", "32"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    evaluated = CliRunner().invoke(main, ["evaluate", str(tmp_path / "run")])
+    assert evaluated.exit_code == 0, evaluated.output
+    # Its training draw is unknown, so a test image equal to any training-pool image is refused.
+    shutil.copy(root / "images" / "a0.png", root / "images" / "s0.png")
+    leaked = CliRunner().invoke(main, ["evaluate", str(tmp_path / "run")])
+    assert leaked.exit_code == 2 and "a0.png" in leaked.stderr
+
+
 @pytest.mark.parametrize("channels", [16 + 1000, 16 + 2, 16 + 4])
 def test_a_fusion_layer_that_fits_no_patch_grid_is_named_not_turned_into_a_config_error(channels):
     state = official_state_dict(conv=8, blocks=2)

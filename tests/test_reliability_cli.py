@@ -235,22 +235,9 @@ def test_linked_sub_folders_are_read_and_broken_or_looping_links_are_named(tmp_p
 
 
 def test_demo_takes_the_advice_it_gives_for_an_impossible_ratio_and_leaves_no_empty_folder(tmp_path):
-    import numpy as np
+    from helpers import TINY, make_medad_dataset
 
-    from helpers import TINY, blob_image, write_medad_split, write_png
-
-    pools = {
-        "train/0": [f"n{i}.png" for i in range(8)],
-        "train/unlabeled/0": [f"u{i}.png" for i in range(8)],
-        "train/unlabeled/1": ["a0.png"],
-        "test/0": ["t0.png", "t1.png"],
-        "test/1": ["s0.png", "s1.png"],
-    }
-    root = write_medad_split(tmp_path / "medad", pools)
-    rng = np.random.default_rng(0)
-    for key, names in pools.items():
-        for name in names:
-            write_png(root / "images" / name, blob_image(rng, 32, abnormal=key.endswith("1")))
+    root = make_medad_dataset(tmp_path / "medad")
     code, lines = one_line_error("demo", "--data", root, "--out", tmp_path / "demo", "--device", "cpu")
     assert code == 2 and len(lines) == 1 and "data.anomaly_ratio 0.6 needs 4 abnormal" in lines[0]
     assert not (tmp_path / "demo").exists()

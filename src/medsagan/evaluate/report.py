@@ -11,6 +11,7 @@ import numpy as np
 
 from ..data.dataset import build_training_data, check_leakage, load_split, without_duplicates
 from ..data.sources import open_source
+from ..errors import DataError
 from ..files import atomic_write_text
 from ..runs import Calibration, RunDir, Selection, load_detector
 from .metrics import at_threshold, summary
@@ -73,6 +74,20 @@ class EvalResult:
         return metrics
 
 
+def training_pool_digests(source, cfg, cache) -> dict[str, str]:
+    """Digest -> id of what a run that recorded no training digests may have trained on.
+
+    Its drawn training data where the run's settings can draw it from this dataset, else every image of the
+    training pools: a stricter check, for a run trained elsewhere (an imported official checkpoint) whose
+    draw is unknown.
+    """
+    try:
+        return build_training_data(source, cfg, cache).digests()
+    except DataError:
+        ids = [item for key, items in source.pools.items() if key.startswith("train") for item in items]
+        return {source.digest(item): item for item in ids}
+
+
 def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
@@ -101,8 +116,8 @@ def evaluate_run(
     images = load_split(source, split, cfg, cache)
     skipped = images.skipped
     training = run.load_digests()
-    if training is None:  # a run of an older version: rebuild its training pools to know them
-        training = build_training_data(source, cfg, cache).digests()
+    if training is None:  # an imported run, or one of an older version: it did not record what it trained on
+        training = training_pool_digests(source, cfg, cache)
     dropped = []
     if drop_duplicates:
         images, dropped = without_duplicates(images, training)
