@@ -24,7 +24,7 @@ import torch
 from speed import training_compute
 from trajectory import trajectory
 
-from medsagan import evaluate, fit, load_config
+from medsagan import evaluate_run, fit, load_config
 from medsagan.config import merge, parse_overrides
 from medsagan.files import atomic_write_text
 
@@ -61,7 +61,7 @@ def main() -> None:
         fit(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=False)
         seconds = time.perf_counter() - started
         # A public file may hold test images that are copies of training ones: they are left out and counted.
-        result = evaluate(run_dir, drop_duplicates=True)
+        result = evaluate_run(run_dir, drop_duplicates=True)
         picks = trajectory(run_dir)["picks"]
         results.append(
             {

@@ -126,7 +126,7 @@ def test_importing_medsagan_has_no_side_effects():
     code = (
         "import os, sys; os.umask(0o027); import medsagan; after = os.umask(0o022);"
         "print(after == 0o027, 'matplotlib.pyplot' in sys.modules, 'medsagan.train' in sys.modules,"
-        " callable(medsagan.evaluate))"
+        " callable(medsagan.evaluate_run))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False", "False", "True"]  # umask kept, no pyplot, training code not loaded

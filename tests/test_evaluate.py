@@ -10,7 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from medsagan.data.dataset import check_leakage
 from medsagan.errors import DataError
 from medsagan.evaluate.metrics import at_threshold, auc, average_precision, summary
-from medsagan.evaluate.report import scores_csv
+from medsagan.evaluate.results import scores_csv
 from medsagan.evaluate.thresholds import normal_quantile, verdict, youden
 
 

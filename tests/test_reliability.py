@@ -412,7 +412,7 @@ def test_a_crafted_pickle_is_not_a_medsagan_checkpoint(folder_run, tmp_path):
 
 
 def test_an_unexpected_exception_is_one_line_with_the_traceback_saved(folder_run, monkeypatch):
-    from medsagan.evaluate import report
+    from medsagan.evaluate import results as report
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug inside medsagan")

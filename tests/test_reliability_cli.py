@@ -129,7 +129,7 @@ def test_a_successful_export_prints_one_line_and_no_library_chatter(tmp_path):
 
 
 def test_ctrl_c_gives_advice_that_fits_the_command(tmp_path, monkeypatch):
-    from medsagan.evaluate import report
+    from medsagan.evaluate import results as report
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -184,7 +184,7 @@ def test_errors_come_from_the_right_layer():
     import torch
 
     from medsagan.errors import ConfigError, RunError
-    from medsagan.runs import Selection
+    from medsagan.records import Selection
     from medsagan.synthesis import other_images
 
     with pytest.raises(RunError, match="selection record"):

@@ -67,3 +67,23 @@ def test_the_report_renders_in_a_headless_browser(report, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=float)
     assert pixels.shape[:2] == (1400, 1300)
     assert pixels.std() > 20 and (pixels < 100).mean() > 0.01  # text, curves and panels, not a blank page
+
+
+def test_the_report_reuses_a_finished_evaluation_of_the_same_weights_and_redoes_a_stale_one(report, tmp_path):
+    from medsagan.evaluate.results import finished_evaluation
+
+    run, _ = report
+    metrics = run / "evaluation" / "test" / "metrics.json"
+    stamp = metrics.stat().st_mtime_ns
+    reused = finished_evaluation(run)
+    assert reused is not None and reused.auc == json.loads(metrics.read_text())["auc"]
+    again = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "again.html")])
+    assert again.exit_code == 0, again.output
+    assert metrics.stat().st_mtime_ns == stamp  # not evaluated twice
+
+    best = run / "best.pt"
+    best.touch()  # weights written after the evaluation: it no longer describes them
+    assert finished_evaluation(run) is None
+    redone = CliRunner().invoke(main, ["report", str(run), "--out", str(tmp_path / "redone.html")])
+    assert redone.exit_code == 0, redone.output
+    assert metrics.stat().st_mtime_ns != stamp and finished_evaluation(run) is not None

@@ -178,7 +178,7 @@ def test_a_run_whose_decay_has_begun_is_not_extended_and_resume_keeps_what_the_r
 
 
 def test_evaluate_checks_leakage_from_the_saved_digests_without_reloading_training_data(tmp_path, monkeypatch):
-    from medsagan.evaluate import report
+    from medsagan.evaluate import results as report
 
     run = fit(tiny_config(), tmp_path / "run", progress=False)
 
@@ -195,7 +195,7 @@ def test_evaluate_refuses_test_copies_of_training_images_or_leaves_them_out_and_
 
     from helpers import make_folder_dataset
     from medsagan.errors import DataError
-    from medsagan.evaluate import report
+    from medsagan.evaluate import results as report
 
     root = make_folder_dataset(tmp_path / "data", n=12)
     copied = sorted((root / "test" / "normal").iterdir())[0]

@@ -4,15 +4,9 @@ Train on labelled normal images, unlabelled images and pseudo-anomalies; score a
 the generator has to change it to make it look healthy.
 """
 
-import importlib
-
-# Load the evaluate subpackage (a light one) first, so that importing its modules later cannot rebind
-# `medsagan.evaluate` from the function below to the subpackage.
-importlib.import_module(".evaluate", __name__)
-
-from .api import Model, evaluate, fit, load  # noqa: E402
-from .config import Config, load_config  # noqa: E402
+from .api import Model, evaluate_run, fit, load
+from .config import Config, load_config
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "Model", "__version__", "evaluate", "fit", "load", "load_config"]
+__all__ = ["Config", "Model", "__version__", "evaluate_run", "fit", "load", "load_config"]

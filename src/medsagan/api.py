@@ -20,10 +20,10 @@ from .config import Config
 from .data.readers import from_array, load_resized
 
 if TYPE_CHECKING:  # heavy modules (training, evaluation, plotting) load when first used, not on import
-    from .evaluate.report import EvalResult
+    from .evaluate.results import EvalResult
     from .evaluate.scoring import Scores
     from .models import AnomalyDetector
-    from .runs import Calibration, Selection
+    from .records import Calibration, Selection
 
 
 def fit(config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True) -> Path:
@@ -33,7 +33,7 @@ def fit(config: Config, run_dir: str | Path, resume: bool = False, progress: boo
     return train(config, run_dir, resume=resume, progress=progress)
 
 
-def evaluate(
+def evaluate_run(
     run_dir: str | Path,
     split: str = "test",
     official: bool = False,
@@ -44,9 +44,12 @@ def evaluate(
 
     `drop_duplicates`: leave out images byte-identical to a training or validation image (else an error).
     """
-    from .evaluate.report import evaluate_run
+    from .evaluate import results
+    from .viz.plots import draw_curves
 
-    return evaluate_run(run_dir, split, official=official, device=device, drop_duplicates=drop_duplicates)
+    result = results.evaluate_run(run_dir, split, official=official, device=device, drop_duplicates=drop_duplicates)
+    draw_curves(result)
+    return result
 
 
 @dataclass

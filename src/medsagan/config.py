@@ -406,7 +406,7 @@ def validate(cfg: Config) -> None:
             f"loss.fpi_half_width = [{low}, {high}] must satisfy 0 < low <= high <= 0.5 (shares of the image side)"
         )
     if cfg.model.architecture == "sagan":
-        from .models.generator import check_geometry
+        from .geometry import check_geometry
 
         check_geometry(cfg.model.image_size, cfg.model.patches)
     elif cfg.model.image_size % 4:

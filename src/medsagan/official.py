@@ -181,7 +181,8 @@ def import_official(checkpoint: str | Path, out: str | Path, data: str = "", ima
     its scores come without a threshold.
     """
     from .models import build_generator
-    from .runs import RunDir, Selection
+    from .records import Selection
+    from .runs import RunDir
 
     check_output(out, kind="run")
     state = read_official(checkpoint)

@@ -11,7 +11,7 @@ from .data.dataset import to_model_range
 from .data.readers import SUFFIXES, is_dicom, load_resized
 from .errors import DataError
 from .evaluate.calibration import HEATMAP_QUANTILE
-from .evaluate.report import scores_csv
+from .evaluate.results import scores_csv
 from .evaluate.scoring import Scores, score_images
 from .evaluate.thresholds import verdict
 from .files import atomic_write_text, check_output

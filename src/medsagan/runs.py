@@ -13,71 +13,19 @@ RUN/evaluation/<split>/      metrics.json, scores.csv, curves.png, written by `m
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import Config, load_config, migrate, read_yaml
 from .errors import RunError
-from .evaluate.thresholds import Threshold
 from .files import RunLock, atomic_torch_save, atomic_write_text, load_tensors
+from .records import Calibration, Selection
 
 log = logging.getLogger("medsagan")
 STATE_PATTERN = re.compile(r"state-(\d{8})\.pt$")
 # train.* keys a resumed run may change: how long it goes on, where it runs, and how often it logs and saves.
 RESUMABLE = {"iterations", "device", "log_every", "validate_every", "checkpoint_every", "keep_checkpoints", "compile"}
 STATE_KEYS = {"iteration", "generator", "critic", "opt_g", "opt_d", "sampler", "rng", "best", "best_generator"}
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which weights a run keeps: the iteration, the validation metric and its value, and the rule."""
-
-    iteration: int
-    metric: str | None  # "val/aucp", "val/auc", or None when there is no validation data
-    value: float | None
-    selection: str  # how the checkpoint was chosen, in words
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record stored in best.pt and calibration.json."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> "Selection":
-        """Read back a stored record; a missing or malformed field is a RunError."""
-        try:
-            return cls(int(record["iteration"]), record["metric"], record["value"], str(record.get("selection", "")))
-        except (KeyError, TypeError, ValueError) as err:
-            raise RunError(f"a stored selection record is incomplete or malformed ({err!r}): {record!r}") from None
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """The decision threshold and the heatmap colour scale, fitted on validation data for `selection`."""
-
-    threshold: Threshold
-    heatmap_vmax: float
-    heatmap_rule: str
-    selection: Selection
-
-    def to_dict(self) -> dict[str, Any]:
-        """calibration.json's layout."""
-        return {
-            "threshold": self.threshold.to_dict(),
-            "heatmap_scale": {"vmax": self.heatmap_vmax, "rule": self.heatmap_rule},
-            "selection": self.selection.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> "Calibration":
-        """Read back calibration.json's layout."""
-        scale = record["heatmap_scale"]
-        return cls(
-            Threshold(**record["threshold"]),
-            float(scale["vmax"]),
-            scale["rule"],
-            Selection.from_dict(record["selection"]),
-        )
 
 
 class RunDir:

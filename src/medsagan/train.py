@@ -27,7 +27,8 @@ from .evaluate.calibration import calibrate
 from .evaluate.selection import DESCRIPTIONS, validation_metric
 from .files import RunLock, atomic_torch_save, atomic_write_text, check_output, load_tensors
 from .models import AnomalyDetector, build_generator
-from .runs import RunDir, Selection
+from .records import Selection
+from .runs import RunDir
 from .trainer import Trainer, critic_step, generator_step, lr_factor
 from .training_log import Meter, truncate_log, write_record
 

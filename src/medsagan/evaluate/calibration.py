@@ -5,7 +5,7 @@ import numpy as np
 from ..config import EvaluationConfig
 from ..data.dataset import TrainingData
 from ..models import AnomalyDetector
-from ..runs import Calibration, Selection
+from ..records import Calibration, Selection
 from .scoring import score_images
 from .thresholds import normal_quantile, youden
 

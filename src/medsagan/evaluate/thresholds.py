@@ -1,24 +1,9 @@
 """Decision thresholds fitted on validation data, never on the test set, and saved with the run."""
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 from sklearn.metrics import roc_curve
 
-
-@dataclass
-class Threshold:
-    """score >= value means abnormal. `rule` and `fitted_on` say how it was obtained."""
-
-    value: float
-    rule: str
-    fitted_on: str
-    n_normal: int
-    n_abnormal: int
-
-    def to_dict(self) -> dict:
-        """The record stored in calibration.json."""
-        return asdict(self)
+from ..records import Threshold
 
 
 def verdict(score: float, threshold: float) -> str:

@@ -38,3 +38,10 @@ def evaluation_figure(
     hist_ax.legend()
     fig.tight_layout()
     return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))
+
+
+def draw_curves(result) -> Path:
+    """RESULT.output/curves.png for a finished evaluation (evaluate.results.EvalResult)."""
+    return evaluation_figure(
+        result.labels, result.scores, result.auc, result.ap, result.threshold, result.output / "curves.png"
+    )

@@ -19,10 +19,11 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 from ..data.sources import open_source
 from ..evaluate.metrics import at_threshold
-from ..evaluate.report import EvalResult, evaluate_run
+from ..evaluate.results import EvalResult, evaluate_run, finished_evaluation
 from ..files import atomic_write_text, check_output
 from ..runs import RunDir, load_detector
 from .heatmaps import gallery
+from .plots import draw_curves
 
 BOOTSTRAP = 2000  # resamples of the 95 % intervals
 BOOTSTRAP_SEED = 0
@@ -179,7 +180,10 @@ def build_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
     if out is not None:
         check_output(out)
     run = RunDir(run_dir)
-    result = evaluate_run(run.path, split, device=device)
+    result = finished_evaluation(run.path, split)
+    if result is None:
+        result = evaluate_run(run.path, split, device=device)
+        draw_curves(result)
     intervals = bootstrap_intervals(result.labels, result.scores)
     records = read_log(run.log)
     data_summary = json.loads(run.data.read_text()) if run.data.is_file() else {}

@@ -1,4 +1,8 @@
-"""`evaluate`: score a run's split, compute AUC/AP, write metrics.json, scores.csv and a figure."""
+"""`evaluate`: score a run's split, compute AUC/AP, write metrics.json and scores.csv.
+
+The figures are drawn by viz (viz.plots.draw_curves), which reads the result; evaluation never draws. A
+finished evaluation is recognised by the stamp of the weights it scored, so the report reuses it.
+"""
 
 import csv
 import io
@@ -11,9 +15,10 @@ import numpy as np
 
 from ..data.dataset import build_training_data, check_leakage, load_split, without_duplicates
 from ..data.sources import open_source
-from ..errors import DataError
+from ..errors import DataError, MedsaganError
 from ..files import atomic_write_text
-from ..runs import Calibration, RunDir, Selection, load_detector
+from ..records import Calibration, Selection
+from ..runs import RunDir, load_detector
 from .metrics import at_threshold, summary
 from .scoring import OFFICIAL_NOTE, score_images
 from .thresholds import verdict
@@ -105,8 +110,6 @@ def evaluate_run(
     `drop_duplicates` left out of the metrics and listed in metrics.json (public files such as MedMNIST's
     hold a few such copies).
     """
-    from ..viz.plots import evaluation_figure
-
     run = RunDir(run_dir)
     detector, cfg, selection = load_detector(run.path, device)
     if data is not None:
@@ -146,17 +149,71 @@ def evaluate_run(
         labels=labels,
         scores=scores,
     )
-    atomic_write_text(result.output / "metrics.json", json.dumps(result.to_dict(), indent=1))
     atomic_write_text(
         result.output / "scores.csv", scores_csv(images.ids, images.paths, labels, scores, result.threshold)
     )
-    evaluation_figure(labels, scores, result.auc, result.ap, result.threshold, result.output / "curves.png")
+    metrics = {**result.to_dict(), "weights": weights_stamp(run), "data": str(cfg.data.path)}
+    atomic_write_text(result.output / "metrics.json", json.dumps(metrics, indent=1))  # last: marks it finished
     return result
+
+
+def weights_stamp(run: RunDir) -> str:
+    """Identity of the run's chosen weights as they are now: best.pt's size and modification time."""
+    stat = run.best.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def finished_evaluation(run_dir: str | Path, split: str = "test") -> EvalResult | None:
+    """The evaluation of `split` already written for the run's current weights and calibration, or None."""
+    run = RunDir(run_dir)
+    output = run.evaluation(split)
+    try:
+        metrics = json.loads((output / "metrics.json").read_text())
+        with open(output / "scores.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        selection = Selection.from_dict(metrics["checkpoint"])
+        if metrics.get("weights") != weights_stamp(run) or metrics.get("scoring") != DETERMINISTIC_NOTE:
+            return None
+        calibration = run.load_calibration(selection)
+        stored = metrics.get("at_threshold")
+        if (stored is None) != (calibration is None) or (
+            calibration is not None and stored["threshold"] != calibration.threshold.to_dict()
+        ):
+            return None
+        at = {k: v for k, v in stored.items() if k != "threshold"} if stored else None
+        return EvalResult(
+            split=split,
+            auc=metrics["auc"],
+            ap=metrics["ap"],
+            n_normal=metrics["n_normal"],
+            n_abnormal=metrics["n_abnormal"],
+            checkpoint=selection,
+            calibration=calibration,
+            at_threshold=at,
+            scoring=metrics["scoring"],
+            skipped_images=list(metrics.get("skipped_images", [])),
+            dropped_duplicates=list(metrics.get("dropped_duplicates", [])),
+            output=output,
+            ids=[spreadsheet_text(row["id"]) for row in rows],
+            paths=[spreadsheet_text(row["path"]) for row in rows],
+            labels=np.array([int(row["label"]) for row in rows]),
+            scores=np.array([float(row["score"]) for row in rows]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, MedsaganError):
+        return None
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def spreadsheet_safe(text: str) -> str:
     """A cell a spreadsheet shows as text: a leading =, +, -, @, tab or CR would start a formula (OWASP)."""
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    return "'" + text if text[:1] in FORMULA_STARTS else text
+
+
+def spreadsheet_text(cell: str) -> str:
+    """The text `spreadsheet_safe` protected."""
+    return cell[1:] if cell[:1] == "'" and cell[1:2] in FORMULA_STARTS else cell
 
 
 def scores_csv(
