@@ -170,14 +170,14 @@ def launch(processes: int, args: list[str]) -> None:
         try:
             elastic_launch(config, sys.executable)("-m", "medsagan", *args)
         except ChildFailedError as err:
-            failed = sorted(err.failures)
-            if 0 not in failed:
-                lines = [
-                    line for path in sorted(Path(logs).rglob("stderr.log")) for line in path.read_text().splitlines()
-                ]
-                said = next((line for line in reversed(lines) if line.startswith("error:")), "")
-                raise RunError(
-                    f"rank {failed[0]} failed: {said.removeprefix('error: ') or 'see its messages'}"
-                ) from None
-            code = err.failures[0].exitcode
-            raise SystemExit(code if code > 0 else 1) from None
+            own = err.failures.get(0)
+            if own is not None and own.exitcode > 0:
+                raise SystemExit(own.exitcode) from None  # rank 0 said what went wrong on the terminal
+            # Rank 0 ran on, or the launcher stopped it: the failed rank's own error, from its log.
+            failed = sorted(rank for rank, failure in err.failures.items() if failure.exitcode > 0)
+            logged = sorted(Path(logs).rglob("stderr.log"))
+            lines = [line for path in logged for line in path.read_text(errors="replace").splitlines()]
+            said = next((line for line in reversed(lines) if line.startswith("error:")), "")
+            what = said.removeprefix("error: ") or "it printed no error"
+            rank = failed[0] if failed else min(err.failures)
+            raise RunError(f"training process rank {rank} failed: {what}") from None
