@@ -39,15 +39,18 @@ def evaluate_run(
     official: bool = False,
     device: str = "auto",
     drop_duplicates: bool = False,
+    data: str | Path | None = None,
 ) -> EvalResult:
-    """AUC, AP and thresholded metrics of a run on its dataset's split; also written under RUN/evaluation/.
+    """AUC, AP and thresholded metrics of a run on its dataset's split, written with curves.png.
 
+    The files go under RUN/evaluation/SPLIT.
     `drop_duplicates`: leave out images byte-identical to a training or validation image (else an error).
+    `data`: where the run's dataset lives now, when it has moved since training.
     """
     from .evaluate import results
     from .viz.plots import draw_curves
 
-    result = results.evaluate_run(run_dir, split, official=official, device=device, drop_duplicates=drop_duplicates)
+    result = results.evaluate_run(run_dir, split, official, device, drop_duplicates, data)
     draw_curves(result)
     return result
 

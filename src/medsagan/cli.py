@@ -268,13 +268,11 @@ def evaluate(run, split, official_scoring, device, drop_duplicates, data, as_jso
     \b
     medsagan evaluate runs/pneumonia --json
     """
-    from .evaluate.results import evaluate_run
-    from .viz.plots import draw_curves
+    from .api import evaluate_run
 
     result = evaluate_run(
         run, split, official=official_scoring, device=device, drop_duplicates=drop_duplicates, data=data
     )
-    draw_curves(result)
     metrics = result.to_dict()
     if as_json:
         click.echo(json.dumps(metrics))

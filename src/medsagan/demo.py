@@ -7,15 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .api import evaluate_run
 from .config import load_config, merge
 from .data.sources import open_source
 from .errors import RunError
-from .evaluate.results import evaluate_run
 from .files import atomic_write_text, check_output
 from .runs import RunDir, load_detector
 from .train import fit
 from .viz.heatmaps import gallery, save_panel
-from .viz.plots import draw_curves
 
 DEMO_ITERATIONS = 400  # the fast preset's batches of 16; the whole demo's minutes are in the README
 SHOWN = 4
@@ -68,7 +67,6 @@ def _run(out: Path, cfg, asked: int, device: str, progress: bool, data: str | No
     else:
         fit(cfg, run.path, progress=progress)
     result = evaluate_run(run.path, "test", device=device)
-    draw_curves(result)
 
     # Heatmap panels of the most and the least anomalous test images, on the run's fixed colour scale:
     # the evaluation's scores pick them, and only those few images are restored again for their maps.

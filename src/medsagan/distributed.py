@@ -12,8 +12,13 @@ its gradients the same way for the same reasons).
 """
 
 import datetime
+import logging
 import os
+import sys
+import tempfile
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -138,18 +143,9 @@ def launch(processes: int, args: list[str]) -> None:
     reports is shown once, and a failure becomes one line here instead of torchrun's ChildFailedError
     traceback. A rank's own error that rank 0 did not report is repeated from its log.
     """
-    import sys
-    import tempfile
-    import uuid
-    from pathlib import Path
-
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    if processes < 1:
-        raise ConfigError(f"--nproc-per-node {processes}: give 1 or more processes")
-    import logging
 
     # The launcher's loggers set their own levels (from LOGLEVEL) when created, so a parent's is not enough.
     for name in list(logging.root.manager.loggerDict):

@@ -4,7 +4,7 @@ A WGAN-GP critic, and a generator trained by the adversarial term, the identity 
 restoring pseudo-anomalies to their normals.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor, nn
@@ -43,15 +43,7 @@ class Batch:
 
     def shard(self, world) -> "Batch":
         """The slice of a global batch that one training process computes (distributed.World)."""
-        parts = (
-            self.normal,
-            self.unlabeled,
-            self.pseudo,
-            self.pseudo_mask,
-            self.mix,
-            self.augment_real,
-            self.augment_fake,
-        )
+        parts = (getattr(self, f.name) for f in fields(self))
         return Batch(*(None if t is None else world.shard(t) for t in parts))
 
 

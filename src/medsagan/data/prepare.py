@@ -11,6 +11,7 @@ refused rather than mixed into, and an image that is not what prepare wrote is c
 
 import csv
 import hashlib
+import io
 import json
 import math
 import re
@@ -136,20 +137,23 @@ def seeded_split(dataset: str, labels: dict[str, int], seed: int) -> dict[str, l
     }
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _convert(source: Path, target: Path, size: int, recorded: str | None) -> str:
     """Write `target` from `source` unless it is what an earlier run wrote (`recorded`); its digest."""
-    if recorded is not None and target.is_file() and _digest(target) == recorded:
+    if recorded is not None and target.is_file() and _digest(target.read_bytes()) == recorded:
         return recorded
     if source.suffix.lower() in (".jpg", ".jpeg"):
-        atomic_write(target, lambda handle: handle.write(source.read_bytes()))
+        data = source.read_bytes()
     else:
         image = Image.fromarray(read_benchmark_dicom(source)).convert("L").resize((size, size), Image.BILINEAR)
-        atomic_write(target, lambda handle: image.save(handle, format="PNG"))
-    return _digest(target)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+    atomic_write(target, lambda handle: handle.write(data))
+    return _digest(data)
 
 
 def _claim(out: Path, settings: dict) -> dict[str, str]:
@@ -215,7 +219,7 @@ def prepare(
         "dataset": dataset,
         "raw": str(raw.resolve()),
         "size": size if dataset != "lag" else None,
-        "split": hashlib.sha256(split_text.encode()).hexdigest(),
+        "split": _digest(split_text.encode()),
     }
     digests = _claim(out, settings)
     _record(out, settings, digests)  # before the first image, so an interrupted run is recognised as ours

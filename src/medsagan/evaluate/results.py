@@ -78,6 +78,31 @@ class EvalResult:
         )
         return metrics
 
+    @classmethod
+    def from_saved(
+        cls, metrics: dict[str, Any], rows: list[dict[str, str]], calibration: Calibration | None, output: Path
+    ) -> "EvalResult":
+        """A finished evaluation read back: metrics.json's record and scores.csv's rows."""
+        stored = metrics.get("at_threshold")
+        return cls(
+            split=metrics["split"],
+            auc=metrics["auc"],
+            ap=metrics["ap"],
+            n_normal=metrics["n_normal"],
+            n_abnormal=metrics["n_abnormal"],
+            checkpoint=Selection.from_dict(metrics["checkpoint"]),
+            calibration=calibration,
+            at_threshold={k: v for k, v in stored.items() if k != "threshold"} if stored else None,
+            scoring=metrics["scoring"],
+            skipped_images=list(metrics["skipped_images"]),
+            dropped_duplicates=list(metrics["dropped_duplicates"]),
+            output=output,
+            ids=[spreadsheet_text(row["id"]) for row in rows],
+            paths=[spreadsheet_text(row["path"]) for row in rows],
+            labels=np.array([int(row["label"]) for row in rows]),
+            scores=np.array([float(row["score"]) for row in rows]),
+        )
+
 
 def training_pool_digests(source, cfg, cache) -> dict[str, str]:
     """Digest -> id of what a run that recorded no training digests may have trained on.
@@ -152,7 +177,7 @@ def evaluate_run(
     atomic_write_text(
         result.output / "scores.csv", scores_csv(images.ids, images.paths, labels, scores, result.threshold)
     )
-    metrics = {**result.to_dict(), "weights": weights_stamp(run), "data": str(cfg.data.path)}
+    metrics = {**result.to_dict(), "weights": weights_stamp(run)}
     atomic_write_text(result.output / "metrics.json", json.dumps(metrics, indent=1))  # last: marks it finished
     return result
 
@@ -175,30 +200,10 @@ def finished_evaluation(run_dir: str | Path, split: str = "test") -> EvalResult 
         if metrics.get("weights") != weights_stamp(run) or metrics.get("scoring") != DETERMINISTIC_NOTE:
             return None
         calibration = run.load_calibration(selection)
-        stored = metrics.get("at_threshold")
-        if (stored is None) != (calibration is None) or (
-            calibration is not None and stored["threshold"] != calibration.threshold.to_dict()
-        ):
+        fitted = (metrics.get("at_threshold") or {}).get("threshold")
+        if fitted != (calibration.threshold.to_dict() if calibration else None):
             return None
-        at = {k: v for k, v in stored.items() if k != "threshold"} if stored else None
-        return EvalResult(
-            split=split,
-            auc=metrics["auc"],
-            ap=metrics["ap"],
-            n_normal=metrics["n_normal"],
-            n_abnormal=metrics["n_abnormal"],
-            checkpoint=selection,
-            calibration=calibration,
-            at_threshold=at,
-            scoring=metrics["scoring"],
-            skipped_images=list(metrics.get("skipped_images", [])),
-            dropped_duplicates=list(metrics.get("dropped_duplicates", [])),
-            output=output,
-            ids=[spreadsheet_text(row["id"]) for row in rows],
-            paths=[spreadsheet_text(row["path"]) for row in rows],
-            labels=np.array([int(row["label"]) for row in rows]),
-            scores=np.array([float(row["score"]) for row in rows]),
-        )
+        return EvalResult.from_saved(metrics, rows, calibration, output)
     except (OSError, ValueError, KeyError, TypeError, MedsaganError):
         return None
 
