@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from speed import training_compute
 
+from medsagan.compute import training_compute
 from medsagan.files import atomic_write
 
 RUNS = Path(__file__).resolve().parent / "runs"

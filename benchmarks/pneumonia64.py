@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import torch
-from speed import training_compute
 from trajectory import trajectory
 
 from medsagan import evaluate_run, fit, load_config
+from medsagan.compute import training_compute
 from medsagan.config import merge, parse_overrides
 from medsagan.files import atomic_write_text
 

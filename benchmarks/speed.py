@@ -24,9 +24,8 @@ import sys
 import time
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
+from medsagan.compute import flops_per_iteration, make_trainer
 from medsagan.config import load_config, merge, parse_overrides
 from medsagan.devices import resolve_precision
 from medsagan.distributed import SINGLE, World, local_device, start, world_from_env
@@ -60,15 +59,11 @@ def peak_gflops(device: torch.device, dtype: torch.dtype) -> float:
     return 2 * n**3 / timed(device, lambda: a @ b, repeats) / 1e9
 
 
-def make_trainer(cfg, device: torch.device, world: World) -> Trainer:
-    size, channels, batch = cfg.model.image_size, cfg.model.channels, cfg.train.batch_size
-    pool = max(batch, 64)
-    images = lambda: torch.randint(0, 256, (pool, channels, size, size), dtype=torch.uint8)  # noqa: E731
-    return Trainer(cfg, device, images(), images(), world)
+def official_iteration(trainer: Trainer, step: int) -> dict[str, torch.Tensor]:
+    """One iteration as zzr728/SAGAN solver.py (2fa5bd7) schedules it, with the same networks and batch.
 
-
-def official_iteration(trainer: Trainer, step: int) -> None:
-    """One iteration as zzr728/SAGAN solver.py (2fa5bd7) schedules it, with the same networks and batch."""
+    Returns the critic's and (on a generator step) the generator's loss, as `Trainer.iteration` logs them.
+    """
     objective, cycle = trainer.objective, trainer.cfg.train.n_critic
     batch = trainer.next_batch(step)
     with trainer.autocast:
@@ -77,14 +72,16 @@ def official_iteration(trainer: Trainer, step: int) -> None:
     trainer.opt_d.zero_grad()
     loss.backward()
     trainer.opt_d.step()
+    losses = {"D/loss": loss.detach()}
     if step % cycle:
-        return
+        return losses
     with trainer.autocast:
         restored = tuple(objective.generator(x) for x in (batch.unlabeled, batch.normal, batch.pseudo))
         loss, _ = objective.generator_loss(batch, restored)  # the critic is not frozen: its gradients are spent
     trainer.opt_g.zero_grad()
     loss.backward()
     trainer.opt_g.step()
+    return {**losses, "G/loss": loss.detach()}
 
 
 def compare_speeds(
@@ -109,67 +106,6 @@ def compare_speeds(
         for name, run in runs.items():
             best[name] = min(best[name], timed(device, lambda run=run: run(next(counter)), steps))
     return {name: 1 / seconds for name, seconds in best.items()}
-
-
-class FlopCounter(TorchDispatchMode):
-    """Counts FLOPs of every operator with a formula in torch.utils.flop_counter (matmuls, convolutions and
-    their backwards, double backward included). FlopCounterMode itself cannot be used: its module tracker
-    fails inside the gradient penalty's autograd.grad."""
-
-    def __init__(self):
-        super().__init__()
-        self.total = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.total += formula(*args, **kwargs, out_val=out)
-        return out
-
-
-def flops_per_iteration(trainer: Trainer) -> float:
-    """Counted FLOPs of one iteration, averaged over a critic-only and generator cycle of n_critic steps."""
-    cycle = trainer.cfg.train.n_critic
-    with FlopCounter() as counter:
-        for step in range(1, cycle + 1):
-            trainer.iteration(step)
-    return counter.total / cycle
-
-
-def generator_gflop_per_image(cfg) -> float:
-    """Counted GFLOP of one eval-mode restoration (what validation and scoring spend per image)."""
-    generator = build_generator(cfg.model).eval()
-    x = torch.zeros(1, cfg.model.channels, cfg.model.image_size, cfg.model.image_size)
-    with FlopCounter() as counter, torch.no_grad():
-        generator(x)
-    return counter.total / 1e9
-
-
-def training_compute(run_dir) -> dict:
-    """Counted training compute of a finished run: iterations x FLOPs per iteration, plus validation and calibration.
-
-    FLOPs per iteration are counted on random images with the run's own settings (they do not depend on the
-    pixels); each validation scores the held-out images once, and the final calibration scores them again.
-    """
-    from medsagan.runs import RunDir
-
-    run = RunDir(run_dir)
-    cfg = run.load_config()
-    cfg = cfg.replace(train={"device": "cpu", "precision": "float32", "compile": False})
-    per_iteration = flops_per_iteration(make_trainer(cfg, torch.device("cpu"), SINGLE)) / 1e9
-    held_out = json.loads(run.data.read_text())["validation"]
-    images = held_out["normal"] + held_out["positive"]
-    t = cfg.train
-    validations = t.iterations // t.validate_every + (1 if t.iterations % t.validate_every else 0)
-    validation = generator_gflop_per_image(cfg) * images * (validations + 1)
-    return {
-        "iterations": t.iterations,
-        "gflop_per_iteration": round(per_iteration, 2),
-        "validation_tflop": round(validation / 1e3, 2),
-        "training_tflop": round((per_iteration * t.iterations + validation) / 1e3, 1),
-    }
 
 
 def profile_table(trainer: Trainer, device: torch.device, steps: int = 4) -> str:

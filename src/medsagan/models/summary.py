@@ -4,28 +4,16 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..flops import FlopCounter
 from . import build_critic, build_generator, count_parameters
 from .discriminator import critic_layers
 
 
-def multiply_adds(module: nn.Module, x: torch.Tensor) -> int:
-    """Multiply-adds of the convolutions of one forward pass (the bulk of the compute)."""
-    total = 0
-
-    def count(layer, inputs, output):
-        nonlocal total
-        kernel = layer.kernel_size[0] * layer.kernel_size[1]
-        if isinstance(layer, nn.ConvTranspose2d):
-            total += inputs[0].numel() * layer.out_channels * kernel // layer.groups
-        else:
-            total += output.numel() * layer.in_channels * kernel // layer.groups
-
-    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    with torch.no_grad():
+def multiply_adds(module: nn.Module, x: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """Multiply-adds of one forward pass (half the FLOPs torch.utils.flop_counter counts), and its output."""
+    with FlopCounter() as counter, torch.no_grad():
         output = module(x)
-    for hook in hooks:
-        hook.remove()
-    return total, output
+    return counter.total // 2, output
 
 
 def describe(cfg: ModelConfig) -> dict:
