@@ -13,7 +13,7 @@ from torch.nn import functional
 from . import augment
 from .config import LossConfig
 from .models.blocks import perfectly_restored
-from .synthesis import make_pseudo_anomalies
+from .pseudo_anomalies import make_pseudo_anomalies
 
 
 def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, mix: Tensor) -> Tensor:

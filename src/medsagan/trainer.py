@@ -8,7 +8,6 @@ import copy
 
 import torch
 
-from .checkpoint import restore_rng, rng_states
 from .config import Config, TrainConfig, decay_window
 from .data.dataset import to_model_range
 from .data.sampler import PairSampler
@@ -16,6 +15,7 @@ from .devices import resolve_precision
 from .distributed import SINGLE, World
 from .losses import Batch, SAGANLoss
 from .models import build_critic, build_generator
+from .random_state import restore_rng, rng_states
 
 # The average's half-life is at most this share of the images seen so far, so the random initial weights
 # leave it early in the run (StyleGAN2-ADA's ema_rampup, Karras et al. 2020).
@@ -120,6 +120,8 @@ class Trainer:
 
     def _update_ema(self, step: int) -> None:
         """Move the average towards the generator; its half-life in images, ramped up early in the run."""
+        # Not torch.optim.swa_utils.AveragedModel: it renames the weights (module.*) that runs and best.pt keep,
+        # and its avg_fn sees only a count of updates, so this ramp would be a function of our own there too.
         if self.ema is None:
             return
         t = self.cfg.train
