@@ -30,22 +30,50 @@ MedMNISTTask = Literal["", "pneumoniamnist", "retinamnist", "breastmnist"]
 PresetName = Literal["paper", "fast", "baseline"]
 
 
+BOUNDS = re.compile(r"^(?:(>=|>) (\S+)|([\[(])(\S+), (\S+)([\])]))$")
+
+
+def key(default: Any, bounds: str = "", *, added: Any = dataclasses.MISSING) -> Any:
+    """A configuration field with its default, its allowed range and when it was added.
+
+    `bounds`: ">= 1", "> 0", "[0, 1)", "(0, 1]" and so on. `added`: for a key that runs saved before it existed
+    lack, the value that reproduces what such a run did.
+    """
+    metadata = {"bounds": bounds} if bounds else {}
+    if added is not dataclasses.MISSING:
+        metadata["added"] = added
+    return field(default=default, metadata=metadata)
+
+
+def parse_bounds(text: str) -> tuple[float, float | None, bool, bool]:
+    """Bounds as (low, high, low inclusive, high inclusive): "[0, 1)" -> (0, 1, True, False)."""
+    match = BOUNDS.match(text)
+    if match is None:
+        raise ValueError(f"bounds {text!r} are not of the form '>= 1', '> 0' or '[0, 1)'")
+    number = lambda text: int(float(text)) if float(text).is_integer() else float(text)  # noqa: E731
+    if match.group(1):
+        return number(match.group(2)), None, match.group(1) == ">=", True
+    return number(match.group(4)), number(match.group(5)), match.group(3) == "[", match.group(6) == "]"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The networks (official model.py at zzr728/SAGAN 2fa5bd7)."""
 
     architecture: Architecture = "sagan"  # "baseline": Brainomaly's generator (paper Table 3)
-    image_size: int = 64  # paper Sec. 3.1: all inputs resized to 64 x 64
+    image_size: int = key(64, ">= 8")  # paper Sec. 3.1: all inputs resized to 64 x 64
     channels: int = 1  # official code reads grey (LAG too); 3 keeps colour fundus photos
-    patches: int = 2  # N of the N x N patch grid; official solver.py num_patch = 2
-    conv_dim: int = 64  # official g_conv_dim
-    residual_blocks: int = 6  # official g_repeat_num
+    patches: int = key(2, ">= 1")  # N of the N x N patch grid; official solver.py num_patch = 2
+    conv_dim: int = key(64, ">= 1")  # official g_conv_dim
+    residual_blocks: int = key(6, ">= 0")  # official g_repeat_num
     acm: bool = True  # anatomical consistency module: patch split + position codes (paper Sec. 2.2)
     arrm: bool = True  # abnormal region restoration module: gates, decoder blocks, fusion (paper Sec. 2.3)
-    mask_keep: float = 0.95  # keep probability p of the training mask, paper Eq. 1; official literal 0.95
-    d_conv_dim: int = 64  # official d_conv_dim
-    d_layers: int = 6  # official d_repeat_num: six stride-2 convs, a 1x1 critic map at 64 px
-    d_slope: float = 0.01  # the critic's LeakyReLU negative slope; official 0.01 (DCGAN's critics use 0.2)
+    # keep probability p of the training mask, paper Eq. 1; official literal 0.95
+    mask_keep: float = key(0.95, "(0, 1]")
+    d_conv_dim: int = key(64, ">= 1")  # official d_conv_dim
+    d_layers: int = key(6, ">= 1")  # official d_repeat_num: six stride-2 convs, a 1x1 critic map at 64 px
+    # the critic's LeakyReLU negative slope; official 0.01 (DCGAN's critics use 0.2)
+    d_slope: float = key(0.01, "[0, 1)", added=0.01)
 
 
 @dataclass(frozen=True)
@@ -54,92 +82,97 @@ class DataConfig:
 
     path: str = ""  # Med-AD root (images/ + data.json), a folder layout, a MedMNIST .npz, or "synthetic"
     source: SourceKind = "auto"  # the layout of data.path; auto recognises it (docs/data.md)
-    anomaly_ratio: float = 0.6  # share of abnormals in the unlabelled set; official data_loader.py ar=0.6
-    labeled_size: int = -1  # labelled normals used, drawn as unlabeled_draw says; -1: all (official)
-    unlabeled_size: int = -1  # -1: as many as the labelled normals (official); 0: none (paper Table 4 "0_u")
+    # share of abnormals in the unlabelled set; official data_loader.py ar=0.6
+    anomaly_ratio: float = key(0.6, "[0, 1]")
+    # labelled normals used, drawn as unlabeled_draw says; -1: all (official)
+    labeled_size: int = key(-1, ">= -1", added=-1)
+    # -1: as many as the labelled normals (official); 0: none (paper Table 4 "0_u")
+    unlabeled_size: int = key(-1, ">= -1")
     unlabeled_draw: UnlabeledDraw = "prefix"  # "prefix" of each pool in file order (official), or "random"
-    val_fraction: float = 0.1  # share of labelled normals held out for selection when there is no val split
+    # share of labelled normals held out for selection when there is no val split
+    val_fraction: float = key(0.1, "[0, 1)")
     # Share of the unlabelled set held out of training, so the label-free AUCp is measured on images the
     # networks never saw (AUCp on training images also rewards memorising them); 0: AUCp on the training set.
-    val_unlabeled_fraction: float = 0.1
+    val_unlabeled_fraction: float = key(0.1, "[0, 1)", added=0.0)
     fixed_pairing: bool = False  # official pairs unlabelled[i] with normal[i] (shifted so all are used)
     medmnist_task: MedMNISTTask = ""  # "" guesses from the file name
     skip_bad: bool = False  # skip unreadable images and report them, instead of stopping
     cache_dir: str = ""  # decoded-image cache; "" puts .medsagan-cache beside the run directory
-    synthetic_count: int = 600  # images per class pool of the built-in synthetic dataset (demo)
+    synthetic_count: int = key(600, ">= 8")  # images per class pool of the built-in synthetic dataset (demo)
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """The objective's weights and the pseudo-anomalies (paper Eq. 3-7; official solver.py)."""
 
-    lambda_id: float = 1.0  # identity L1 weight, paper Eq. 6; official main.py lambda_id = 1
-    lambda_rec: float = 1.0  # pseudo-anomaly restoration MSE weight, paper Eq. 6; official hard-coded 1
-    lambda_gp: float = 10.0  # gradient penalty weight, paper Eq. 7; official main.py lambda_gp = 10
+    lambda_id: float = key(1.0, ">= 0")  # identity L1 weight, paper Eq. 6; official main.py lambda_id = 1
+    lambda_rec: float = key(1.0, ">= 0")  # pseudo-anomaly restoration MSE weight, paper Eq. 6; official hard-coded 1
+    lambda_gp: float = key(10.0, ">= 0")  # gradient penalty weight, paper Eq. 7; official main.py lambda_gp = 10
     # The penalty on every k-th critic step only, weighted k times (lazy regularisation, StyleGAN2); 1: the paper.
-    gp_every: int = 1
+    gp_every: int = key(1, ">= 1", added=1)
     pseudo_anomaly: PseudoAnomaly = "fpi"  # FPI patch blend (paper Sec. 3.1, official) or CutPaste
-    fpi_core: float = 0.6  # box centres lie in this central share of the image; official core_percent 0.6
+    # box centres lie in this central share of the image; official core_percent 0.6
+    fpi_core: float = key(0.6, "(0, 1]")
     fpi_half_width: tuple[float, float] = (0.05, 0.2)  # box half-width range, share of the side; official
     # The critic's real normals pass through the generator's training mask as a perfect restoration would
     # (tanh(2x) at the masked pixels), so real and fake carry the same mask noise. Off: the paper's critic,
     # which can learn to spot the noise that the generator cannot remove (README, Results).
-    critic_real_mask: bool = False
+    critic_real_mask: bool = key(False, added=False)
     # Differentiable augmentation of everything the critic sees (DiffAugment, Zhao et al. 2020), real, restored
     # and the penalty's interpolates alike: a comma-separated list of brightness, contrast, translation,
     # scale, cutout (augment.py). "": off (the paper).
-    critic_augment: str = ""
-    critic_augment_p: float = 1.0  # the chance that each listed transform applies to an image
+    critic_augment: str = key("", added="")
+    critic_augment_p: float = key(1.0, "(0, 1]", added=1.0)  # the chance that each listed transform applies to an image
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The schedule (paper Sec. 3.1; official main.py and train.sh)."""
 
-    iterations: int = 100_000  # critic iterations; paper Sec. 3.1 and official main.py
-    batch_size: int = 32  # official train.sh; the paper's text says 64
-    n_critic: int = 2  # generator step every n_critic critic steps; paper Sec. 3.1
-    lr_g: float = 5e-5  # paper Sec. 3.1 and official main.py
-    lr_d: float = 5e-5  # paper Sec. 3.1 and official main.py
-    beta1: float = 0.5  # official Adam betas (0.5, 0.999)
-    beta2: float = 0.999  # official Adam betas (0.5, 0.999)
+    iterations: int = key(100_000, ">= 1")  # critic iterations; paper Sec. 3.1 and official main.py
+    batch_size: int = key(32, ">= 2")  # official train.sh; the paper's text says 64
+    n_critic: int = key(2, ">= 1")  # generator step every n_critic critic steps; paper Sec. 3.1
+    lr_g: float = key(5e-5, "> 0")  # paper Sec. 3.1 and official main.py
+    lr_d: float = key(5e-5, "> 0")  # paper Sec. 3.1 and official main.py
+    beta1: float = key(0.5, "[0, 1)")  # official Adam betas (0.5, 0.999)
+    beta2: float = key(0.999, "[0, 1)")  # official Adam betas (0.5, 0.999)
     lr_schedule: LRSchedule = "constant"  # constant (what the official decay amounts to) | linear | official
     # Where the decay begins: a share of the run (< 1) or an iteration (>= 1); official num_iters_decay
     # 50000 of 100000 is 0.5. A new run saves it, and the decay length, as iterations (see fixed_schedule).
-    lr_decay_start: float = 0.5
-    lr_decay_length: int = 0  # iterations the decay lasts; 0: to the end of the run
-    validate_every: int = 1000  # official log_step 1000; selection here uses validation data, never test
-    checkpoint_every: int = 1000  # official model_save_step 1000
-    keep_checkpoints: int = 3  # training-state checkpoints kept besides best.pt
-    log_every: int = 50  # iterations between JSON-lines log records
-    seed: int = 0  # seeds every random stream: sampler, pseudo-anomalies, penalty mixing, masks, weights
+    lr_decay_start: float = key(0.5, ">= 0")
+    lr_decay_length: int = key(0, ">= 0")  # iterations the decay lasts; 0: to the end of the run
+    validate_every: int = key(1000, ">= 1")  # official log_step 1000; selection here uses validation data, never test
+    checkpoint_every: int = key(1000, ">= 1")  # official model_save_step 1000
+    keep_checkpoints: int = key(3, ">= 1")  # training-state checkpoints kept besides best.pt
+    log_every: int = key(50, ">= 1")  # iterations between JSON-lines log records
+    seed: int = key(0, ">= 0")  # seeds every random stream: sampler, pseudo-anomalies, penalty mixing, masks, weights
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N | mps
     # float32 as the paper; bfloat16 autocast for the training passes (validation and scoring stay float32);
     # auto: bfloat16 where the device computes it natively, else float32. A new run saves what auto chose.
     precision: Precision = "float32"
     # Exponential moving average of the generator's weights, used for validation, selection and scoring
     # (as StyleGAN2-ADA and EDM keep one): its half-life in images through the generator; 0: off (paper).
-    ema_half_life: float = 0.0
+    ema_half_life: float = key(0.0, ">= 0", added=0.0)
     # Restore the unlabelled batch once per generator iteration: the critic's fake is the generator step's
     # restoration (same weights, one mask draw) instead of a second forward pass. Off: the paper's two passes.
-    reuse_restoration: bool = False
+    reuse_restoration: bool = key(False, added=False)
     # torch.compile the generator's training passes (not the critic: its penalty's double backward is not
     # supported by compile). Same function, fused kernels; the first iterations pay for compiling.
-    compile: bool = False
+    compile: bool = key(False, added=False)
     # A wall-clock budget such as "30m" or "1h30m" for a new run: a probe of this machine sets train.iterations so
     # that the decay ends on time; the run saves the chosen iterations with the budget cleared. "": off.
-    time_budget: str = ""
+    time_budget: str = key("", added="")
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
     """Model selection and the decision threshold, both on validation data, never on the test set."""
 
-    val_max_images: int = 1000  # cap per validation class, to bound the cost of selection
-    threshold_specificity: float = 0.95  # label-free threshold: this share of held-out normals below it
+    val_max_images: int = key(1000, ">= 1")  # cap per validation class, to bound the cost of selection
+    threshold_specificity: float = key(0.95, "(0, 1)")  # label-free threshold: this share of held-out normals below it
     # The first iteration whose checkpoint may be chosen: a share of the run (< 1) or an iteration (>= 1); 0:
     # any. The paper does not say (the official code picks on the test set). A new run saves it as an iteration.
-    select_from: float = 0.0
+    select_from: float = key(0.0, ">= 0", added=0.0)
 
 
 @dataclass(frozen=True)
@@ -313,47 +346,8 @@ def load_config(
     return config
 
 
-# Allowed range of each numeric setting: (low, high, low inclusive, high inclusive); None is unbounded.
-RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
-    "model.image_size": (8, None, True, True),
-    "model.patches": (1, None, True, True),
-    "model.conv_dim": (1, None, True, True),
-    "model.residual_blocks": (0, None, True, True),
-    "model.mask_keep": (0, 1, False, True),
-    "model.d_conv_dim": (1, None, True, True),
-    "model.d_layers": (1, None, True, True),
-    "model.d_slope": (0, 1, True, False),
-    "data.anomaly_ratio": (0, 1, True, True),
-    "data.labeled_size": (-1, None, True, True),
-    "data.unlabeled_size": (-1, None, True, True),
-    "data.val_fraction": (0, 1, True, False),
-    "data.val_unlabeled_fraction": (0, 1, True, False),
-    "train.ema_half_life": (0, None, True, True),
-    "data.synthetic_count": (8, None, True, True),
-    "loss.lambda_id": (0, None, True, True),
-    "loss.lambda_rec": (0, None, True, True),
-    "loss.lambda_gp": (0, None, True, True),
-    "loss.gp_every": (1, None, True, True),
-    "loss.critic_augment_p": (0, 1, False, True),
-    "loss.fpi_core": (0, 1, False, True),
-    "train.iterations": (1, None, True, True),
-    "train.batch_size": (2, None, True, True),
-    "train.n_critic": (1, None, True, True),
-    "train.lr_g": (0, None, False, True),
-    "train.lr_d": (0, None, False, True),
-    "train.beta1": (0, 1, True, False),
-    "train.beta2": (0, 1, True, False),
-    "train.validate_every": (1, None, True, True),
-    "train.checkpoint_every": (1, None, True, True),
-    "train.keep_checkpoints": (1, None, True, True),
-    "train.log_every": (1, None, True, True),
-    "train.seed": (0, None, True, True),
-    "train.lr_decay_start": (0, None, True, True),
-    "train.lr_decay_length": (0, None, True, True),
-    "evaluation.val_max_images": (1, None, True, True),
-    "evaluation.threshold_specificity": (0, 1, False, False),
-    "evaluation.select_from": (0, None, True, True),
-}
+# Allowed range of each numeric setting, from its field: (low, high, low inclusive, high inclusive).
+RANGES: dict[str, tuple[float, float | None, bool, bool]] = {}
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -429,21 +423,25 @@ REPLACED = {
 }
 
 
-# Keys added later, with the value that gives an older saved run's behaviour when it is read back.
-ADDED = {
-    "data.labeled_size": -1,
-    "data.val_unlabeled_fraction": 0.0,
-    "train.ema_half_life": 0.0,
-    "train.reuse_restoration": False,
-    "train.compile": False,
-    "loss.critic_real_mask": False,
-    "model.d_slope": 0.01,
-    "evaluation.select_from": 0.0,
-    "loss.gp_every": 1,
-    "train.time_budget": "",
-    "loss.critic_augment": "",
-    "loss.critic_augment_p": 1.0,
-}
+# Keys added later, with the value that gives an older saved run's behaviour when it is read back (from the field).
+ADDED: dict[str, Any] = {}
+
+
+def _field_metadata() -> None:
+    """RANGES and ADDED, read from the fields' own metadata (key())."""
+    for section in fields(Config):
+        owner = typing.get_type_hints(Config)[section.name]
+        if not dataclasses.is_dataclass(owner):
+            continue
+        for item in fields(owner):
+            name = f"{section.name}.{item.name}"
+            if "bounds" in item.metadata:
+                RANGES[name] = parse_bounds(item.metadata["bounds"])
+            if "added" in item.metadata:
+                ADDED[name] = item.metadata["added"]
+
+
+_field_metadata()
 
 
 def migrate(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """docs/configuration.md, generated from the configuration's own definitions: `python -m medsagan.config_docs`.
 
-Each key's type and default come from its dataclass field, its range from config.RANGES (and the choices of
-Literal types), its `fast` value from config.PRESETS, and its description and source from the comment that
+Each key's type, default and range come from its dataclass field (config.key) and the choices of its
+Literal type, its `fast` value from config.PRESETS, and its description and source from the comment that
 sits beside or above the field in config.py. A test fails when the committed file differs from this output.
 """
 
