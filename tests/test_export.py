@@ -15,7 +15,7 @@ from helpers import blob_image, tiny_config, write_png
 from medsagan.cli import main
 from medsagan.data.readers import load_resized
 from medsagan.evaluate.scoring import score_images
-from medsagan.export import OnnxDetector
+from medsagan.inference import Detector
 from medsagan.runs import load_detector
 from medsagan.train import fit
 
@@ -45,7 +45,7 @@ def test_onnx_scores_and_maps_equal_pytorch_at_any_batch(exported, tmp_path):
     detector, cfg, _ = load_detector(run, "cpu")
     images = torch.from_numpy(np.stack([load_resized(p, 32, 1) for p in real_images(tmp_path)]))
     reference = score_images(detector, images, keep_maps=True)
-    onnx = OnnxDetector(model)
+    onnx = Detector.open(model)
     assert (onnx.image_size, onnx.channels) == (cfg.model.image_size, cfg.model.channels)
     whole = onnx.score(images)
     np.testing.assert_allclose(whole.scores, reference.scores, rtol=1e-5)
@@ -74,9 +74,13 @@ def test_onnx_scores_and_maps_equal_pytorch_at_any_batch(exported, tmp_path):
 
 def test_onnx_metadata_and_predict_from_the_onnx_file(exported, tmp_path):
     run, model = exported
-    onnx = OnnxDetector(model)
+    onnx = Detector.open(model)
     calibration = json.loads((run / "calibration.json").read_text())
-    assert onnx.threshold == calibration["threshold"]["value"] and onnx.meta["opset"] == "18"
+    import onnxruntime
+
+    meta = onnxruntime.InferenceSession(str(model)).get_modelmeta().custom_metadata_map
+    assert onnx.threshold == calibration["threshold"]["value"] and meta["opset"] == "18"
+    assert onnx.config.to_dict() == Detector.open(run, "cpu").config.to_dict()  # the run's config travels along
     paths = real_images(tmp_path, 3)
     for source, out in ((run, "from-run"), (model, "from-onnx")):
         result = CliRunner().invoke(main, ["predict", str(source), *map(str, paths), "--out", str(tmp_path / out)])
@@ -112,5 +116,5 @@ def test_readme_onnx_snippet_scores_a_png(exported, tmp_path, monkeypatch):
     write_png(tmp_path / "chest.png", blob_image(np.random.default_rng(1), 80))
     namespace: dict = {}
     exec(compile(snippet, "README.md", "exec"), namespace)
-    expected = OnnxDetector(model).score(torch.tensor(load_resized(tmp_path / "chest.png", 32, 1)[None])).scores
+    expected = Detector.open(model).score(torch.tensor(load_resized(tmp_path / "chest.png", 32, 1)[None])).scores
     assert namespace["score"] == pytest.approx(float(expected[0]), rel=1e-5)

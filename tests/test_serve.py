@@ -12,7 +12,7 @@ import torch
 from helpers import blob_image, tiny_config, write_dicom, write_png
 from medsagan.data.readers import load_resized
 from medsagan.errors import DataError
-from medsagan.predict import open_model
+from medsagan.inference import Detector
 from medsagan.serve import create_app, is_loopback, serve
 from medsagan.train import fit
 
@@ -25,7 +25,7 @@ def server(tmp_path_factory):
     import uvicorn
 
     run = fit(tiny_config(), tmp_path_factory.mktemp("serve") / "run", progress=False)
-    app = create_app(open_model(run, "cpu"), max_upload_mb=0.1)
+    app = create_app(Detector.open(run, "cpu"), max_upload_mb=0.1)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -53,7 +53,8 @@ def test_good_images_get_a_score_a_verdict_and_a_heatmap(server, tmp_path):
     body = answer.json()
     assert body["panel"].startswith("data:image/png;base64,") and isinstance(body["abnormal"], bool)
     assert body["abnormal"] == (body["score"] >= body["threshold"])
-    expected = open_model(run, "cpu").score(torch.tensor(load_resized(png, 32, 1)[None])).scores[0]
+    assert 0 <= body["where"]["x0"] < body["where"]["x1"] <= 1 and 0 <= body["where"]["y0"] < body["where"]["y1"] <= 1
+    expected = Detector.open(run, "cpu").score(torch.tensor(load_resized(png, 32, 1)[None])).scores[0]
     assert body["score"] == pytest.approx(float(expected), rel=1e-6)  # the same score as predict
     dicom = write_dicom(tmp_path / "scan", np.linspace(0, 4095, 40 * 40).reshape(40, 40).astype(np.uint16))
     assert upload(url, dicom).status_code == 200  # no suffix: recognised by content

@@ -4,9 +4,9 @@ Train on labelled normal images, unlabelled images and pseudo-anomalies; score a
 the generator has to change it to make it look healthy.
 """
 
-from .api import Model, evaluate_run, fit, load
+from .api import evaluate_run, fit, load
 from .config import Config, load_config
 
 __version__ = "0.1.0"
 
-__all__ = ["Config", "Model", "__version__", "evaluate_run", "fit", "load", "load_config"]
+__all__ = ["Config", "__version__", "evaluate_run", "fit", "load", "load_config"]

@@ -12,7 +12,8 @@ from .config import load_config, merge
 from .data.sources import open_source
 from .errors import RunError
 from .files import atomic_write_text, check_output
-from .runs import RunDir, load_detector
+from .inference import Detector
+from .runs import RunDir
 from .train import fit
 from .viz.heatmaps import gallery, save_panel
 
@@ -70,8 +71,8 @@ def _run(out: Path, cfg, asked: int, device: str, progress: bool, data: str | No
 
     # Heatmap panels of the most and the least anomalous test images, on the run's fixed colour scale:
     # the evaluation's scores pick them, and only those few images are restored again for their maps.
-    detector, cfg, _ = load_detector(run.path, device)
-    source = open_source(cfg)
+    model = Detector.open(run.path, device)
+    cfg, source = model.config, open_source(model.config)
     order = np.argsort(-result.scores, kind="stable")
     written = []
     for rank_name, picks in (("highest", order[:SHOWN]), ("lowest", order[::-1][:SHOWN])):
@@ -81,7 +82,7 @@ def _run(out: Path, cfg, asked: int, device: str, progress: bool, data: str | No
             for rank, (i, label) in enumerate(zip(picks, truth, strict=True), 1)
         ]
         ids = [result.ids[i] for i in picks]
-        panels = gallery(detector, source, cfg, ids, captions, result.calibration.heatmap_vmax)
+        panels = gallery(model, source, ids, captions)
         for rank, image in enumerate(panels, 1):
             written.append(save_panel(out / "panels" / f"{rank_name}-{rank}.png", image))
 
@@ -96,15 +97,26 @@ def _run(out: Path, cfg, asked: int, device: str, progress: bool, data: str | No
         "n_abnormal": result.n_abnormal,
         "seconds": round(seconds, 1),
         "checkpoint": result.checkpoint.to_dict(),
+        "localisation": result.localisation,
         "panels": [str(p) for p in written],
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     synthetic = "synthetic chest-radiograph-like images (a toy, see README)" if not data else source.describe()
+    where = result.localisation
+    pointing = (
+        [
+            f"where the lesions are (known on the synthetic images): pixel AUROC {where['pixel_auroc']:.3f}, "
+            f"AUPRO {where['aupro']:.3f}, pointing game {where['pointing_game']:.3f}"
+        ]
+        if where
+        else []
+    )
     return "\n".join(
         [
             f"medsagan demo on {synthetic}",
             f"test AUC {result.auc:.3f}, AP {result.ap:.3f} "
             f"({result.n_normal} normal, {result.n_abnormal} abnormal test images)",
+            *pointing,
             f"checkpoint: iteration {result.checkpoint.iteration}, chosen by {result.checkpoint.selection}",
             f"heatmaps of the {SHOWN} highest- and lowest-scored test images: {out / 'panels'}",
             f"metrics and per-image scores: {result.output}",

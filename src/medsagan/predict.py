@@ -1,21 +1,18 @@
 """`predict`: score any files, folders or DICOMs with a trained run; a CSV and one heatmap panel per image."""
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .data.dataset import to_model_range
-from .data.readers import SUFFIXES, is_dicom, load_resized
+from .data.readers import SUFFIXES, is_dicom
 from .errors import DataError
-from .evaluate.calibration import HEATMAP_QUANTILE
+from .evaluate.localisation import top_region
 from .evaluate.results import scores_csv
-from .evaluate.scoring import Scores, score_images
-from .evaluate.thresholds import verdict
 from .files import atomic_write_text, check_output
-from .runs import RunDir, load_detector
+from .inference import Detector
 from .viz.heatmaps import panel, save_panel
 
 PREDICTIONS = "predictions.csv"
@@ -70,40 +67,6 @@ def check_output_folder(out_dir: Path, dataset: str, inputs: list[Path]) -> None
             )
 
 
-@dataclass
-class RunModel:
-    """A run's selected detector with what predict needs from the run (the same fields as OnnxDetector)."""
-
-    detector: torch.nn.Module
-    image_size: int
-    channels: int
-    dataset: str
-    threshold: float | None
-    heatmap_vmax: float | None
-
-    def score(self, images: torch.Tensor) -> Scores:
-        """Deterministic scores, maps and restorations of uint8 images."""
-        return score_images(self.detector, images, keep_maps=True)
-
-
-def open_model(path: str | Path, device: str = "auto"):
-    """A run directory, or an ONNX file written by `medsagan export`, ready to score."""
-    if Path(path).suffix.lower() == ".onnx":
-        from .export import OnnxDetector
-
-        return OnnxDetector(path)
-    detector, cfg, selection = load_detector(path, device)
-    calibration = RunDir(path).load_calibration(selection)
-    return RunModel(
-        detector,
-        cfg.model.image_size,
-        cfg.model.channels,
-        cfg.data.path,
-        calibration.threshold.value if calibration else None,
-        calibration.heatmap_vmax if calibration else None,
-    )
-
-
 def predict(
     run_dir: str | Path,
     inputs: list[str | Path],
@@ -118,14 +81,14 @@ def predict(
     Writes predictions.csv and panels/<name>.png under `out_dir`.
     """
     out_dir = check_output(out_dir, kind="predict")
-    model = open_model(run_dir, device)
+    model = Detector.open(run_dir, device)
     dataset = "" if model.dataset == "synthetic" else model.dataset
     check_output_folder(out_dir, dataset, [Path(p) for p in inputs])
     threshold = model.threshold
     files, arrays, skipped = [], [], []
     for path in expand_inputs(inputs):
         try:
-            arrays.append(load_resized(path, model.image_size, model.channels))
+            arrays.append(model.read(path))
             files.append(path)
         except DataError as err:
             if not skip_bad:
@@ -135,20 +98,20 @@ def predict(
         raise DataError("no readable images among the inputs" + (f"; skipped: {skipped[0]}" if skipped else ""))
     result = model.score(torch.from_numpy(np.stack(arrays)))
     if vmax is None:
-        # Without a calibration (a run still training) the colour scale comes from these images' own maps.
-        vmax = model.heatmap_vmax or float(np.quantile(result.maps, HEATMAP_QUANTILE))
+        vmax = model.heatmap_scale(result)
     names = panel_names(files)
+    where = [top_region(amap) for amap in result.maps]
     if (out_dir / PREDICTIONS).is_file() and (out_dir / "panels").is_dir():
         shutil.rmtree(out_dir / "panels")  # an earlier predict output's panels, never left beside the new CSV
     atomic_write_text(
         out_dir / PREDICTIONS,
-        scores_csv([p.name for p in files], [str(p) for p in files], None, result.scores, threshold),
+        scores_csv([p.name for p in files], [str(p) for p in files], None, result.scores, threshold, where),
     )
     rows = []
     for i, path in enumerate(files):
         score = float(result.scores[i])
-        decision = verdict(score, threshold) if threshold is not None else None
-        row = {"path": str(path), "score": score, "prediction": decision}
+        decision = model.decide(score)
+        row = {"path": str(path), "score": score, "prediction": decision, "where": where[i]}
         if panels:
             image = to_model_range(torch.tensor(arrays[i])).numpy()
             caption = f"{path.name}  score {score:.4f}" + (

@@ -51,21 +51,18 @@ def save_panel(path: str | Path, image: Image.Image) -> Path:
     return atomic_write(path, lambda handle: image.save(handle, format="PNG"))
 
 
-def gallery(detector, source, cfg, ids: list[str], captions: list[str], vmax: float | None) -> list[Image.Image]:
+def gallery(model, source, ids: list[str], captions: list[str]) -> list[Image.Image]:
     """Panels of a few already-scored images: only these are decoded and restored again, for their maps.
 
-    `vmax` None (a run without calibration) scales the colours by these images' own maps.
+    `model` is an inference.Detector; its colour scale is the run's, or these images' own without one.
     """
     import torch
 
-    from ..evaluate.scoring import score_images
-
     if not ids:
         return []
-    size, channels = cfg.model.image_size, cfg.model.channels
-    images = torch.from_numpy(np.stack([source.decode(item, size, channels) for item in ids]))
-    restored = score_images(detector, images, keep_maps=True)
-    vmax = vmax if vmax is not None else float(np.quantile(restored.maps, 0.999))
+    images = torch.from_numpy(np.stack([source.decode(item, model.image_size, model.channels) for item in ids]))
+    restored = model.score(images)
+    vmax = model.heatmap_scale(restored)
     return [
         panel(to_model_range(images[i]).numpy(), restored.restored[i], restored.maps[i], vmax, captions[i])
         for i in range(len(ids))
