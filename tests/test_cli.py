@@ -138,6 +138,9 @@ def test_predict_files_folders_and_dicoms(trained, tmp_path):
     rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
     assert [r["id"] for r in rows] == ["a.png", "b.png", "c.dcm"]
     assert all(r["prediction"] in ("normal", "abnormal") for r in rows)
+    for r in rows:  # where each map points: a box inside the image
+        x0, y0, x1, y1 = (float(r[f"where_{k}"]) for k in ("x0", "y0", "x1", "y1"))
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
     assert sorted(p.name for p in (tmp_path / "out" / "panels").iterdir()) == ["a.png", "b.png", "c.png"]
 
 

@@ -14,11 +14,11 @@ ROOT = Path(medsagan.__file__).parent
 # Lowest first. A module may import its own layer's modules (without a cycle) and any lower layer's.
 LAYERS = [
     {"errors"},
-    {"files", "geometry", "records", "augment", "devices", "checkpoint", "training_log", "budget", "config"},
-    {"data", "models", "synthesis", "distributed"},
+    {"files", "flops", "geometry", "records", "augment", "devices", "random_state", "training_log", "budget", "config"},
+    {"data", "models", "pseudo_anomalies", "distributed"},
     {"losses", "runs", "evaluate"},
-    {"trainer", "train", "viz", "official", "export", "predict"},
-    {"api", "demo", "serve", "cli", "config_docs", "__main__", "__init__"},
+    {"trainer", "train", "compute", "inference", "viz", "official", "export", "predict"},
+    {"api", "demo", "benchmark", "serve", "cli", "cli_base", "cli_tools", "config_docs", "__main__", "__init__"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

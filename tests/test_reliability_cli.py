@@ -184,8 +184,8 @@ def test_errors_come_from_the_right_layer():
     import torch
 
     from medsagan.errors import ConfigError, RunError
+    from medsagan.pseudo_anomalies import other_images
     from medsagan.records import Selection
-    from medsagan.synthesis import other_images
 
     with pytest.raises(RunError, match="selection record"):
         Selection.from_dict({"metric": "val/aucp"})
@@ -256,3 +256,15 @@ def test_a_folder_given_as_medmnist_is_named_as_a_folder_not_as_a_corrupt_downlo
     code, lines = one_line_error("data", "check", root, "--source", "medmnist")
     assert code == 2 and len(lines) == 1
     assert "is a folder, not a MedMNIST .npz file" in lines[0] and "download" not in lines[0]
+
+
+def test_control_characters_in_a_file_name_are_shown_escaped_never_sent_to_the_terminal(tmp_path, capsys):
+    from medsagan.cli import main
+
+    hostile = tmp_path / "run\x1b[31mred\x07"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", str(hostile)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "\x1b" not in err and "\x07" not in err
+    assert "run\\x1b[31mred\\x07" in err

@@ -1,101 +1,14 @@
-"""The `medsagan` command line: train, evaluate, predict, demo, model-info, data check, data prepare."""
+"""The `medsagan` command line: train, evaluate, predict, demo, report, serve, export, and the tools in cli_tools."""
 
 import json
-import logging
-import os
-import sys
-import tempfile
-import traceback
 from pathlib import Path
 
 import click
 
-from .config import PRESETS, Config, choices, load_config, merge, parse_overrides
-from .errors import ConfigError, MedsaganError
-
-PRESET_NAMES = tuple(PRESETS)
-
-
-class Command(click.Group):
-    """Every failure is one line on stderr, never a traceback.
-
-    The tool's own errors and usage mistakes exit 2 with what to fix; Ctrl-C exits 130; anything unexpected
-    exits 1 with the command, the error and the file holding the full traceback (for a bug report).
-    """
-
-    def main(self, args=None, prog_name=None, **extra):
-        """Run the command line; exit with 0, 1 (a bug), 2 (a usage or input error) or 130."""
-        argv = list(sys.argv[1:] if args is None else args)
-        try:
-            extra.setdefault("obj", {"argv": argv})
-            code = super().main(args=argv, prog_name=prog_name, standalone_mode=False, **extra)
-        except MedsaganError as err:
-            code = _fail(f"error: {_one_line(str(err))}", 2)
-        except click.UsageError as err:
-            hint = f" (see `{err.ctx.command_path} --help`)" if err.ctx else ""
-            code = _fail(f"error: {_one_line(err.format_message())}{hint}", 2)
-        except click.ClickException as err:
-            code = _fail(f"error: {_one_line(err.format_message())}", err.exit_code)
-        except (click.Abort, KeyboardInterrupt):
-            code = _fail(_interrupted(argv), 130)
-        except Exception as err:
-            report = _write_traceback(argv)
-            code = _fail(
-                f"error: `{_command_name(argv)}` failed unexpectedly: {type(err).__name__}: "
-                f"{_one_line(str(err))} (full traceback in {report}; please attach it to a bug report)",
-                1,
-            )
-        sys.exit(code if isinstance(code, int) else 0)
-
-
-def _command_name(argv: list[str]) -> str:
-    words = [arg for arg in argv if not arg.startswith("-")]
-    return " ".join(["medsagan", *words[: 2 if words[:1] == ["data"] else 1]])
-
-
-def _interrupted(argv: list[str]) -> str:
-    """What an interrupted command leaves, and how to go on, by command."""
-    command = _command_name(argv)
-    if command == "medsagan train":
-        return "interrupted; the run continues from its last checkpoint with `medsagan train --resume RUN`"
-    if command == "medsagan demo":
-        return "interrupted; run `medsagan demo` again with the same --out to continue its training"
-    return f"interrupted; `{command}` wrote every file atomically, so nothing is half-written: run it again"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _positive_finite(param, value):
-    """A click callback: None, or a finite number above zero."""
-    import math
-
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise click.BadParameter(f"{value} is not a positive finite number", param=param)
-    return value
-
-
-def _fail(message: str, code: int) -> int:
-    click.echo(message, err=True)
-    return code
-
-
-def _write_traceback(argv: list[str]) -> str:
-    handle, path = tempfile.mkstemp(prefix="medsagan-error-", suffix=".log")
-    with os.fdopen(handle, "w") as log_file:
-        log_file.write(f"medsagan {' '.join(argv)}\nmedsagan {_version()}, Python {sys.version.split()[0]}\n\n")
-        log_file.write(traceback.format_exc())
-    return path
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("medsagan")
-    except PackageNotFoundError:
-        return "(not installed)"
+from .cli_base import PRESET_NAMES, Command, _positive_finite, command_config, options, quiet_libraries
+from .cli_tools import benchmark, data, import_official_command, model_info
+from .config import merge, parse_overrides
+from .errors import ConfigError
 
 
 @click.group(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -107,40 +20,6 @@ def main(verbose):
     Start with `medsagan demo`; see `medsagan COMMAND --help` for each command.
     """
     quiet_libraries(verbose)
-
-
-def quiet_libraries(verbose: bool) -> None:
-    """Medsagan's own lines on stderr; the libraries' log lines and warnings only with --verbose."""
-    import warnings
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if verbose:
-        return
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, OwnLines) for f in handler.filters):
-            handler.addFilter(OwnLines())
-    for name in ("torch", "onnxscript", "onnx", "onnx_ir"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-
-
-class OwnLines(logging.Filter):
-    """Passes medsagan's records, and other libraries' errors."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """True for a record the user should see without --verbose."""
-        return record.name.startswith("medsagan") or record.levelno >= logging.ERROR
-
-
-def options(**sections: dict) -> dict:
-    """Nested overrides from command-line options, the ones not given (None) left out."""
-    nested = {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
-    return {name: values for name, values in nested.items() if values}
-
-
-def command_config(config_file: str | None, preset: str | None, overrides: tuple[str, ...], given: dict) -> Config:
-    """The one path from a command line to a Config: file, preset, KEY=VALUE overrides, then the options."""
-    return load_config(config_file, merge(parse_overrides(overrides), given), preset)
 
 
 @main.command(context_settings={"ignore_unknown_options": False})
@@ -261,17 +140,32 @@ def train(
     help="Leave out images byte-identical to a training image (listed in metrics.json) instead of refusing.",
 )
 @click.option("--data", help="Where the run's dataset lives now, if it has moved since training.")
+@click.option("--masks", type=click.Path(file_okay=False), help="Lesion masks named like the test images.")
+@click.option("--boxes", type=click.Path(dir_okay=False), help="Lesion boxes: a published box file.")
+@click.option("--boxes-format", type=click.Choice(["nih", "rsna", "vindr"]), help="The box file's format.")
+@click.option("--original-sizes", type=click.Path(dir_okay=False), help="VinDr-CXR: image_id,width,height.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate(run, split, official_scoring, device, drop_duplicates, data, as_json):
+def evaluate(
+    run, split, official_scoring, device, drop_duplicates, data, masks, boxes, boxes_format, original_sizes, as_json
+):
     """Score a run's test split: AUC, AP, metrics.json, scores.csv and curves.png in RUN/evaluation/SPLIT.
+
+    With lesion ground truth (--masks, or --boxes and --boxes-format), or on the built-in synthetic data,
+    also how well the anomaly maps point at the lesions: pixel AUROC, AUPRO, pointing game, Dice and IoU.
 
     \b
     medsagan evaluate runs/pneumonia --json
+    medsagan evaluate runs/nih --boxes BBox_List_2017.csv --boxes-format nih
     """
     from .api import evaluate_run
+    from .evaluate.ground_truth import GroundTruth
 
+    truth = None
+    if masks or boxes or boxes_format or original_sizes:
+        paths = {"masks": masks, "boxes": boxes, "original_sizes": original_sizes}
+        truth = GroundTruth(**{k: Path(v) if v else None for k, v in paths.items()}, boxes_format=boxes_format or "")
     result = evaluate_run(
-        run, split, official=official_scoring, device=device, drop_duplicates=drop_duplicates, data=data
+        run, split, official_scoring, device, drop_duplicates=drop_duplicates, data=data, ground_truth=truth
     )
     metrics = result.to_dict()
     if as_json:
@@ -292,6 +186,14 @@ def evaluate(run, split, official_scoring, device, drop_duplicates, data, as_jso
             f"at threshold {t['threshold']['value']:.5f} ({t['threshold']['rule']}, fitted on "
             f"{t['threshold']['fitted_on']}): sensitivity {t['sensitivity']:.3f}, "
             f"specificity {t['specificity']:.3f}"
+        )
+    if "localisation" in metrics:
+        where = metrics["localisation"]
+        overlap = f", Dice {where['dice']:.3f}, IoU {where['iou']:.3f}" if where["dice"] is not None else ""
+        click.echo(
+            f"localisation ({where['images_with_ground_truth']} abnormal images with ground truth): pixel AUROC "
+            f"{where['pixel_auroc']:.3f}, AUPRO {where['aupro']:.3f}, pointing game {where['pointing_game']:.3f}"
+            + overlap
         )
     click.echo(f"written: {metrics['output']}")
 
@@ -354,28 +256,6 @@ def demo(data, out, iterations, device, no_progress, overrides):
     click.echo(summary)
 
 
-@main.command("model-info")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False))
-@click.option("--preset", type=click.Choice(PRESET_NAMES))
-@click.option("--json", "as_json", is_flag=True)
-@click.argument("overrides", nargs=-1)
-def model_info(config_file, preset, as_json, overrides):
-    """Parameter counts, shapes and multiply-adds of the generator and critic.
-
-    \b
-    medsagan model-info --preset paper --json
-    medsagan model-info --preset fast model.acm=false
-    """
-    from .models.summary import describe
-
-    info = describe(command_config(config_file, preset, overrides, {}).model)
-    if as_json:
-        click.echo(json.dumps(info))
-        return
-    for key, value in info.items():
-        click.echo(f"{key:<28}{value}")
-
-
 @main.command()
 @click.argument("run", type=click.Path(file_okay=False, exists=True))
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
@@ -436,81 +316,8 @@ def export_command(run, fmt, out):
     click.echo(f"written: {written}")
 
 
-@main.command("import-official")
-@click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
-@click.option("--data", default="", help="Dataset the run evaluates on (optional; set it to use `evaluate`).")
-@click.option("--image-size", default=64, show_default=True, help="Side the checkpoint was trained at.")
-def import_official_command(checkpoint, out, data, image_size):
-    """Turn a generator checkpoint of the official code (zzr728/SAGAN) into a medsagan run.
-
-    \b
-    medsagan import-official SAGAN_G_rsna.ckpt --out runs/official-rsna --data data/RSNA
-    medsagan evaluate runs/official-rsna
-    """
-    from .official import import_official
-
-    if data and data != "synthetic" and not Path(data).expanduser().exists():
-        raise ConfigError(f"--data {data} does not exist; give the dataset's folder or file, or leave --data out")
-    run = import_official(checkpoint, out, data, image_size)
-    click.echo(f"imported: {run}\nnext: medsagan predict {run} IMAGES... --out predictions/")
-
-
-@main.group()
-def data():
-    """Inspect datasets and convert public downloads to the Med-AD layout."""
-
-
-@data.command("check")
-@click.argument("path")
-@click.option("--source", type=click.Choice(choices("data.source")), default="auto")
-@click.option("--medmnist-task", type=click.Choice(choices("data.medmnist_task")), default="")
-@click.option("--skip-bad", is_flag=True, help="Report unreadable images instead of stopping at the first.")
-@click.option("--json", "as_json", is_flag=True)
-@click.argument("overrides", nargs=-1)
-def data_check(path, source, medmnist_task, skip_bad, as_json, overrides):
-    """Counts per split, the unlabelled set the protocol builds, image sizes, and any problem.
-
-    \b
-    medsagan data check ../shared/data/medad-pneumonia64
-    medsagan data check my-data/ data.anomaly_ratio=0.4 --json
-    """
-    from .data.check import format_report, inspect
-    from .data.sources import open_source
-
-    if source == "synthetic" and path != "synthetic":
-        raise ConfigError(f"--source synthetic reads no files, so {path} would be ignored; run `data check synthetic`")
-    given = options(
-        data={"path": path, "source": source, "medmnist_task": medmnist_task or None, "skip_bad": skip_bad or None}
-    )
-    cfg = command_config(None, None, overrides, given)
-    report = inspect(open_source(cfg), cfg.data)
-    click.echo(json.dumps(report) if as_json else format_report(report))
-
-
-@data.command("prepare")
-@click.argument("dataset", type=click.Choice(["rsna", "vindr", "lag"]))
-@click.argument("raw", type=click.Path(file_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Med-AD folder to write.")
-@click.option(
-    "--split",
-    "split_file",
-    metavar="NAME|FILE",
-    help="The benchmark's split: rsna, vindr or lag (shipped with medsagan), or a data.json path.",
-)
-@click.option("--seed", default=0, show_default=True, help="Seed of the split when no --split is given.")
-@click.option("--size", default=512, show_default=True, help="Side of the converted chest X-ray PNGs.")
-def data_prepare(dataset, raw, out, split_file, seed, size):
-    """Convert RSNA, VinDr-CXR or LAG downloads into the Med-AD layout with the benchmark's recipe.
-
-    \b
-    medsagan data prepare rsna ~/kaggle/rsna --out data/RSNA --split rsna
-    medsagan data prepare lag ~/LAG --out data/LAG --split lag
-    """
-    from .data.prepare import prepare
-
-    counts = prepare(dataset, raw, out, split_file, seed, size)
-    click.echo(json.dumps({"out": out, "counts": counts}))
+for command in (benchmark, model_info, import_official_command, data):
+    main.add_command(command)
 
 
 if __name__ == "__main__":

@@ -163,12 +163,19 @@ def _lock(handle: IO[str]) -> None:
 
 
 # What a folder written by each command holds, by the file that marks it.
-OUTPUT_MARKERS = {"run": "config.yaml", "predict": "predictions.csv", "demo": "summary.json"}
-OUTPUT_NAMES = {"run": "a training run", "predict": "a predict output", "demo": "a demo"}
+OUTPUT_MARKERS = {
+    "run": "config.yaml",
+    "predict": "predictions.csv",
+    "demo": "summary.json",
+    "benchmark": "benchmark.json",
+}
+OUTPUT_NAMES = {"run": "a training run", "predict": "a predict output", "demo": "a demo", "benchmark": "a benchmark"}
 
 
 def output_kind(folder: Path) -> str | None:
-    """Which command's output `folder` is ("run", "predict", "demo"), or None."""
+    """Which command's output `folder` is ("run", "predict", "demo", "benchmark"), or None."""
+    if (folder / OUTPUT_MARKERS["benchmark"]).is_file():
+        return "benchmark"
     if (folder / OUTPUT_MARKERS["demo"]).is_file() or (folder / "run").is_dir():
         return "demo"
     for kind, marker in OUTPUT_MARKERS.items():

@@ -15,9 +15,12 @@ from email.parser import BytesParser
 import numpy as np
 import torch
 
-from .data.readers import MAX_PIXELS, decode_bytes, sniff
+from .data.dataset import to_model_range
+from .data.readers import MAX_PIXELS, sniff
 from .errors import DataError, MedsaganError
+from .evaluate.localisation import top_region
 from .viz.heatmaps import panel
+from .viz.pages import render_page
 
 MAX_UPLOAD_MB = 64
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the file, at most
@@ -35,7 +38,7 @@ def is_loopback(host: str) -> bool:
 
 
 def create_app(model, max_upload_mb: float = MAX_UPLOAD_MB):
-    """The FastAPI app around a loaded model (predict.open_model: a run or an ONNX file)."""
+    """The FastAPI app around a loaded inference.Detector (a run or an ONNX file)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse
     from starlette.concurrency import run_in_threadpool
@@ -45,7 +48,7 @@ def create_app(model, max_upload_mb: float = MAX_UPLOAD_MB):
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return PAGE.replace("{{LIMIT_MB}}", f"{max_upload_mb:g}").replace("{{MAX_PIXELS}}", f"{MAX_PIXELS:,}")
+        return render_page("app.html", limit_mb=f"{max_upload_mb:g}", max_pixels=f"{MAX_PIXELS:,}")
 
     too_large = f"larger than the {max_upload_mb:g} MB upload limit"
 
@@ -78,7 +81,7 @@ def check_and_score(model, name: str, data: bytes):
     if sniff(data) is None:
         return _error(f"{name}: not a PNG, JPEG, TIFF, BMP or DICOM file (judged by its content)", 415)
     try:
-        image = decode_bytes(data, name, model.image_size, model.channels)
+        image = model.decode(data, name)
     except MedsaganError as err:
         return _error(str(err), 422)
     return score_one(model, image, name)
@@ -108,19 +111,19 @@ def score_one(model, image: np.ndarray, name: str) -> dict:
     """Score one decoded image: the JSON the endpoint answers, with the heatmap panel as a data URI."""
     result = model.score(torch.tensor(image[None]))
     score = float(result.scores[0])
-    threshold = model.threshold
-    abnormal = None if threshold is None else bool(score >= threshold)
-    vmax = model.heatmap_vmax or float(np.quantile(result.maps, 0.999))
-    verdict = "" if abnormal is None else ("abnormal" if abnormal else "normal")
-    x = image.astype(np.float32) / 127.5 - 1
-    picture = panel(x, result.restored[0], result.maps[0], vmax, f"{name}  score {score:.4f}  {verdict}")
+    verdict = model.decide(score)
+    abnormal = None if verdict is None else verdict == "abnormal"
+    vmax = model.heatmap_scale(result)
+    x = to_model_range(torch.tensor(image)).numpy()
+    picture = panel(x, result.restored[0], result.maps[0], vmax, f"{name}  score {score:.4f}  {verdict or ''}")
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return {
         "file": name,
         "score": score,
         "abnormal": abnormal,
-        "threshold": threshold,
+        "threshold": model.threshold,
+        "where": dict(zip(("x0", "y0", "x1", "y1"), top_region(result.maps[0]), strict=True)),
         "panel": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
     }
 
@@ -129,11 +132,11 @@ def serve(run: str, host: str = "127.0.0.1", port: int = 8000, allow_remote: boo
     """Load the model and serve the app until interrupted."""
     import uvicorn
 
-    from .predict import open_model
+    from .inference import Detector
 
     if not is_loopback(host) and not allow_remote:
         raise DataError(f"--host {host} would serve on the network; {LOOPBACK_HINT}")
-    app = create_app(open_model(run, device))  # a half-made run or a crafted checkpoint fails here, before a word
+    app = create_app(Detector.open(run, device))  # a half-made run or a crafted checkpoint fails here, before a word
     check_port_free(host, port)
     print(f"serving {run} on http://{host}:{port} (Ctrl-C to stop)", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -152,68 +155,3 @@ def check_port_free(host: str, port: int) -> None:
             raise DataError(
                 f"cannot serve on {host}:{port}: {err.strerror or err}; choose another --port (or stop what uses it)"
             ) from None
-
-
-PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>medsagan</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 900px; color: #222; }
-#drop { border: 2px dashed #888; border-radius: 8px; padding: 2em; text-align: center; }
-#drop.over { background: #eef; }
-.result { margin: 1em 0; padding: 0.5em; border: 1px solid #ddd; border-radius: 6px; }
-.abnormal { color: #b00; font-weight: bold; } .normal { color: #070; font-weight: bold; }
-.error { color: #b00; }
-</style></head><body>
-<h1>medsagan</h1>
-<p>Drop chest X-rays or fundus photos (PNG, JPEG, TIFF, BMP or DICOM, up to {{LIMIT_MB}} MB and
-{{MAX_PIXELS}} pixels each). They are scored in memory and not stored.</p>
-<div id="drop">Drop files here, or <input type="file" id="files" multiple></div>
-<div id="results"></div>
-<script>
-const results = document.getElementById("results");
-async function send(file) {
-  const box = document.createElement("div");
-  box.className = "result";
-  box.textContent = file.name + ": scoring...";
-  results.prepend(box);
-  const form = new FormData();
-  form.append("file", file);
-  try {
-    const response = await fetch("predict", {method: "POST", body: form});
-    const answer = await response.json();
-    box.textContent = "";
-    if (!response.ok) {
-      const p = document.createElement("p");
-      p.className = "error";
-      p.textContent = answer.error;
-      box.append(p);
-      return;
-    }
-    const line = document.createElement("p");
-    const verdict = answer.abnormal === null ? "no threshold" : (answer.abnormal ? "abnormal" : "normal");
-    line.innerHTML = "<b></b>: score <span class=score></span>, <span></span>";
-    line.children[0].textContent = answer.file;
-    line.children[1].textContent = answer.score.toFixed(4);
-    line.children[2].textContent = verdict;
-    line.children[2].className = answer.abnormal ? "abnormal" : "normal";
-    const img = document.createElement("img");
-    img.src = answer.panel;
-    img.alt = "heatmap of " + answer.file;
-    img.className = "heatmap";
-    box.append(line, img);
-  } catch (err) {
-    box.textContent = file.name + ": " + err;
-  }
-}
-document.getElementById("files").addEventListener("change", e => [...e.target.files].forEach(send));
-const drop = document.getElementById("drop");
-drop.addEventListener("dragover", e => { e.preventDefault(); drop.classList.add("over"); });
-drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-drop.addEventListener("drop", e => {
-  e.preventDefault();
-  drop.classList.remove("over");
-  [...e.dataTransfer.files].forEach(send);
-});
-</script>
-</body></html>
-"""

@@ -406,13 +406,19 @@ class SyntheticSource(ArraySource):
     kind = "synthetic"
 
     def __init__(self, count: int, size: int, seed: int = 0):
-        from .synthetic import synthetic_pools
+        from .synthetic import synthetic_data
 
         super().__init__(Path("synthetic"), {})
-        for pool, images in synthetic_pools(count, size, seed).items():
+        pools, masks = synthetic_data(count, size, seed)
+        for pool, images in pools.items():
             self.arrays[pool] = images
             self.pools[pool] = [f"{pool}:{i}" for i in range(len(images))]
+        self.masks = {f"{pool}:{i}": mask for pool in ("test/0", "test/1") for i, mask in enumerate(masks[pool])}
         self.count, self.size, self.seed = count, size, seed
+
+    def lesion_masks(self, ids: list[str]) -> np.ndarray:
+        """The known lesion masks of test images `ids`, bool [N, size, size] (empty for normal images)."""
+        return np.stack([self.masks[item] for item in ids])
 
     def describe(self) -> str:
         """One line naming the dataset, for logs and reports."""

@@ -19,6 +19,8 @@ from ..errors import DataError, MedsaganError
 from ..files import atomic_write_text
 from ..records import Calibration, Selection
 from ..runs import RunDir, load_detector
+from .ground_truth import GroundTruth, with_normals
+from .localisation import localisation
 from .metrics import at_threshold, summary
 from .scoring import OFFICIAL_NOTE, score_images
 from .thresholds import verdict
@@ -48,6 +50,7 @@ class EvalResult:
     paths: list[str] = field(repr=False)
     labels: np.ndarray = field(repr=False)
     scores: np.ndarray = field(repr=False)
+    localisation: dict[str, Any] | None = None  # pixel-level metrics, where the lesions are known
 
     @property
     def threshold(self) -> float | None:
@@ -76,6 +79,8 @@ class EvalResult:
                 "output": str(self.output),
             }
         )
+        if self.localisation is not None:
+            metrics["localisation"] = self.localisation
         return metrics
 
     @classmethod
@@ -101,6 +106,7 @@ class EvalResult:
             paths=[spreadsheet_text(row["path"]) for row in rows],
             labels=np.array([int(row["label"]) for row in rows]),
             scores=np.array([float(row["score"]) for row in rows]),
+            localisation=metrics.get("localisation"),
         )
 
 
@@ -125,6 +131,7 @@ def evaluate_run(
     device: str = "auto",
     drop_duplicates: bool = False,
     data: str | Path | None = None,
+    ground_truth: GroundTruth | None = None,
 ) -> EvalResult:
     """Score `split` ("test" or "val") with the run's selected generator; metrics written under RUN/evaluation/.
 
@@ -152,9 +159,19 @@ def evaluate_run(
     else:
         check_leakage(dict(zip(images.digests, images.paths, strict=True)), training)
 
-    scores = score_images(detector, images.images, official=official).scores
-    labels = images.labels.numpy()
+    known = ground_truth is not None or hasattr(source, "lesion_masks")
+    scored = score_images(detector, images.images, keep_maps=known, official=official)
+    scores, labels = scored.scores, images.labels.numpy()
     calibration = run.load_calibration(selection)
+    localised = None
+    if known:
+        if ground_truth is not None:
+            masks, has_truth = ground_truth.load(images.paths, cfg.model.image_size)
+        else:
+            masks, has_truth = source.lesion_masks(images.ids), np.ones(len(images.ids), dtype=bool)
+        has_truth = with_normals(masks, has_truth, labels, images.paths)
+        pixel_threshold = calibration.heatmap_vmax if calibration else None
+        localised = localisation(scored.maps, masks, has_truth, labels, pixel_threshold).to_dict()
     counts = summary(labels, scores)
     result = EvalResult(
         split=split,
@@ -173,6 +190,7 @@ def evaluate_run(
         paths=images.paths,
         labels=labels,
         scores=scores,
+        localisation=localised,
     )
     atomic_write_text(
         result.output / "scores.csv", scores_csv(images.ids, images.paths, labels, scores, result.threshold)
@@ -222,17 +240,30 @@ def spreadsheet_text(cell: str) -> str:
 
 
 def scores_csv(
-    ids: list[str], paths: list[str], labels: np.ndarray | None, scores: np.ndarray, threshold: float | None
+    ids: list[str],
+    paths: list[str],
+    labels: np.ndarray | None,
+    scores: np.ndarray,
+    threshold: float | None,
+    where: list[tuple[float, float, float, float]] | None = None,
 ) -> str:
-    """One row per image: id, path, label (when known), score, prediction (when there is a threshold)."""
+    """One row per image: id, path, label (when known), score, prediction (when there is a threshold).
+
+    `where`: the box of each map's brightest region (x0, y0, x1, y1 as shares of the width and height), as
+    four more columns.
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     header = ["id", "path"] + (["label"] if labels is not None else []) + ["score"]
-    writer.writerow(header + (["prediction"] if threshold is not None else []))
+    header += ["prediction"] if threshold is not None else []
+    header += ["where_x0", "where_y0", "where_x1", "where_y1"] if where else []
+    writer.writerow(header)
     for i, (item, path, score) in enumerate(zip(ids, paths, scores, strict=True)):
         label = [int(labels[i])] if labels is not None else []
         row = [spreadsheet_safe(item), spreadsheet_safe(path), *label, f"{score:.8g}"]
         if threshold is not None:
             row.append(verdict(score, threshold))
+        if where:
+            row += [f"{v:.4f}" for v in where[i]]
         writer.writerow(row)
     return buffer.getvalue()

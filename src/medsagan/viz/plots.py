@@ -45,3 +45,32 @@ def draw_curves(result) -> Path:
     return evaluation_figure(
         result.labels, result.scores, result.auc, result.ap, result.threshold, result.output / "curves.png"
     )
+
+
+def benchmark_figure(rows: list[dict], path: str | Path) -> Path:
+    """Test AUC by row of a benchmark: each seed a point, the mean a bar with its sample sd."""
+    fig = Figure(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.8))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for x, row in enumerate(rows):
+        values = np.asarray(row["auc_per_seed"])
+        spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+        ax.scatter(x + spread, values, s=18, color="C0", zorder=3, label="a seed" if x == 0 else None)
+        sd = row["auc_sd"] or 0.0
+        ax.errorbar(
+            x,
+            row["auc"],
+            yerr=sd,
+            fmt="_",
+            markersize=22,
+            color="C3",
+            capsize=4,
+            zorder=2,
+            label="mean ± sd" if x == 0 else None,
+        )
+    ax.set_xticks(range(len(rows)), [row["row"] for row in rows], rotation=20, ha="right")
+    ax.set(ylabel="test AUC", title="test AUC by row")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=110))

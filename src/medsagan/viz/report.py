@@ -5,7 +5,6 @@ from disk in any browser with no network access.
 """
 
 import base64
-import html
 import io
 import json
 import platform
@@ -21,8 +20,10 @@ from ..data.sources import open_source
 from ..evaluate.metrics import at_threshold
 from ..evaluate.results import EvalResult, evaluate_run, finished_evaluation
 from ..files import atomic_write_text, check_output
-from ..runs import RunDir, load_detector
+from ..inference import Detector
+from ..runs import RunDir
 from .heatmaps import gallery
+from .pages import render_page
 from .plots import draw_curves
 
 BOOTSTRAP = 2000  # resamples of the 95 % intervals
@@ -33,6 +34,8 @@ GALLERY = 6  # panels per gallery
 
 def bootstrap_intervals(labels: np.ndarray, scores: np.ndarray, resamples: int = BOOTSTRAP) -> dict[str, tuple]:
     """95 % percentile intervals of AUC and AP over seeded resamples of the images (with replacement)."""
+    # Not scipy.stats.bootstrap: a resample that holds one class has no AUC and must be left out, while scipy
+    # keeps every resample (a NaN there turns the whole interval into NaN).
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     aucs, aps = [], []
     for _ in range(resamples):
@@ -125,8 +128,8 @@ def training_figure(records: list[dict], chosen: int) -> str | None:
 
 def _galleries(run_dir: Path, result: EvalResult, device: str) -> dict[str, list[str]]:
     """Heatmap panels: highest-scored abnormals, false positives, false negatives, lowest-scored normals."""
-    detector, cfg, _ = load_detector(run_dir, device)
-    source = open_source(cfg)
+    model = Detector.open(run_dir, device)
+    source = open_source(model.config)
     labels, scores, threshold = result.labels, result.scores, result.threshold
     order = np.argsort(-scores, kind="stable")
     normal, abnormal = order[labels[order] == 0], order[labels[order] == 1]
@@ -137,11 +140,10 @@ def _galleries(run_dir: Path, result: EvalResult, device: str) -> dict[str, list
             :GALLERY
         ]
     groups["Lowest-scored normal images"] = normal[::-1][:GALLERY]
-    vmax = result.calibration.heatmap_vmax if result.calibration else None
     shown = {}
     for title, picks in groups.items():
         captions = [f"{Path(result.paths[i]).name}  score {scores[i]:.4f}" for i in picks]
-        panels = gallery(detector, source, cfg, [result.ids[i] for i in picks], captions, vmax)
+        panels = gallery(model, source, [result.ids[i] for i in picks], captions)
         shown[title] = [_image_uri(p) for p in panels]
     return shown
 
@@ -205,56 +207,18 @@ def build_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
 
 
 def render(run_dir, result, intervals, points, curves, training, galleries, config_text, data_summary, versions) -> str:
-    """The report's HTML from its parts; every text is escaped."""
-    e = html.escape
-    auc_low, auc_high = intervals["auc"]
-    ap_low, ap_high = intervals["ap"]
-    rows = "".join(
-        f"<tr><td>{e(p['name'])}</td><td>{p['threshold']:.5f}</td><td>{p['sensitivity']:.3f}</td>"
-        f"<td>{p['specificity']:.3f}</td><td>{p['precision']:.3f}</td><td>{p['f1']:.3f}</td>"
-        f"<td>{p['tp']}</td><td>{p['fp']}</td><td>{p['tn']}</td><td>{p['fn']}</td></tr>"
-        for p in points
+    """The report's HTML from its parts (viz/templates/report.html); every text is escaped."""
+    return render_page(
+        "report.html",
+        run_dir=str(run_dir),
+        run_name=Path(run_dir).name,
+        result=result,
+        intervals=intervals,
+        points=points,
+        curves=curves,
+        training=training,
+        galleries=galleries,
+        config_text=config_text,
+        data_summary=data_summary,
+        versions=versions,
     )
-    sections = "".join(
-        f"<h3>{e(title)}</h3>"
-        + ("".join(f'<img class="panel" src="{uri}" alt="{e(title)}">' for uri in uris) or "<p>none</p>")
-        for title, uris in galleries.items()
-    )
-    training_html = f'<img src="{training}" alt="training curves">' if training else "<p>no training log</p>"
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>medsagan report: {e(Path(run_dir).name)} ({e(result.split)})</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1320px; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-td, th {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }}
-.headline {{ font-size: 1.4em; }} .panel {{ margin: 4px; border: 1px solid #ddd; }}
-pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.85em; }}
-img {{ max-width: 100%; }}
-</style></head><body>
-<h1>medsagan report: {e(str(run_dir))}</h1>
-<p class="headline" id="headline">{e(result.split)} split: AUC <b id="auc">{result.auc:.3f}</b>
-[95 % CI {auc_low:.3f}, {auc_high:.3f}], AP <b id="ap">{result.ap:.3f}</b> [95 % CI {ap_low:.3f}, {ap_high:.3f}]
-({result.n_normal} normal, {result.n_abnormal} abnormal images)</p>
-<p>Checkpoint: iteration {result.checkpoint.iteration}, chosen by {e(result.checkpoint.selection)}.
-Scoring: {e(result.scoring)}. Intervals: percentile bootstrap over {intervals["resamples"]} seeded resamples of
-the images.</p>
-<img src="{curves}" alt="ROC, precision-recall and score histograms">
-<h2>Operating points</h2>
-<table><tr><th>threshold</th><th>value</th><th>sensitivity</th><th>specificity</th><th>precision</th><th>F1</th>
-<th>TP</th><th>FP</th><th>TN</th><th>FN</th></tr>{rows}</table>
-<h2>Heatmaps</h2>
-<p>Each panel: input, restored (healthy-looking) image, and the anomaly map |x - x'| / 2 on the run's fixed
-colour scale.</p>
-{sections}
-<h2>Training</h2>
-{training_html}
-<h2>Data</h2>
-<pre>{e(json.dumps(data_summary, indent=1))}</pre>
-<h2>Configuration</h2>
-<pre>{e(config_text)}</pre>
-<h2>Software</h2>
-<pre>{e(json.dumps(versions, indent=1))}</pre>
-</body></html>
-"""

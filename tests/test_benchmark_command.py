@@ -1,0 +1,195 @@
+"""`medsagan benchmark`: a grid of rows x seeds trains, resumes after a kill, and tabulates the runs' metrics."""
+
+import csv
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import TINY
+from medsagan.benchmark import read_grid
+from medsagan.cli import main
+from medsagan.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def write_grid(path: Path, rows: list, **top) -> Path:
+    tiny = {**TINY, "data": {"synthetic_count": 24}}  # data.path comes from --data
+    path.write_text(yaml.safe_dump({"preset": "fast", "overrides": tiny, **top, "rows": rows}))
+    return path
+
+
+def medsagan(*args, timeout=600):
+    command = [sys.executable, "-m", "medsagan", *map(str, args)]
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+TWO_ROWS = [{"name": "plain", "overrides": {"model": {"acm": False}}}, {"name": "sagan"}]
+
+
+@pytest.mark.slow
+def test_a_two_row_two_seed_grid_trains_and_its_table_equals_the_runs_metrics(tmp_path):
+    grid = write_grid(tmp_path / "grid.yaml", TWO_ROWS, seeds=[0, 1])
+    out = tmp_path / "bench"
+    result = medsagan("benchmark", "--data", "synthetic", "--grid", grid, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "4 runs finished" in result.stdout
+    summary = json.loads((out / "results.json").read_text())
+    assert [r["row"] for r in summary["rows"]] == ["plain", "sagan"]
+    for row in summary["rows"]:
+        aucs = [
+            json.loads((out / row["row"] / f"seed{s}" / "evaluation/test/metrics.json").read_text())["auc"]
+            for s in (0, 1)
+        ]
+        assert row["auc_per_seed"] == aucs
+        assert row["auc"] == pytest.approx(statistics.fmean(aucs))
+        assert row["auc_sd"] == pytest.approx(statistics.stdev(aucs))
+        assert row["training_tflop"] > 0
+    with open(out / "results.csv", newline="") as handle:
+        lines = list(csv.DictReader(handle))
+    assert [(r["row"], r["seed"]) for r in lines] == [("plain", "0"), ("plain", "1"), ("sagan", "0"), ("sagan", "1")]
+    table = (out / "results.md").read_text()
+    assert "| plain |" in table and "| sagan |" in table and "model.acm=False" in table
+    assert (out / "results.png").stat().st_size > 0
+    # The rows differ where the grid says: the saved configs are the preset with the row's overrides.
+    plain = yaml.safe_load((out / "plain" / "seed1" / "config.yaml").read_text())
+    assert plain["model"]["acm"] is False and plain["train"]["seed"] == 1 and plain["preset"] == "fast"
+
+    again = medsagan("benchmark", "--data", "synthetic", "--grid", grid, "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("finished earlier") == 4  # nothing trains or reads the test split twice
+    assert json.loads((out / "results.json").read_text())["rows"] == summary["rows"]
+
+
+@pytest.mark.slow
+def test_a_killed_benchmark_resumes_the_interrupted_run_and_skips_the_finished_one(tmp_path):
+    rows = [{"name": "first", "overrides": {"train": {"iterations": 4}}}, {"name": "second"}]
+    grid = write_grid(tmp_path / "grid.yaml", rows, seeds=[0])
+    grid_text = yaml.safe_load(grid.read_text())
+    grid_text["overrides"]["train"].update(iterations=60, checkpoint_every=2, validate_every=30)
+    grid.write_text(yaml.safe_dump(grid_text))
+    out = tmp_path / "bench"
+    args = [
+        sys.executable,
+        "-m",
+        "medsagan",
+        "benchmark",
+        "--data",
+        "synthetic",
+        "--grid",
+        str(grid),
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list((out / "second" / "seed0" / "checkpoints").glob("state-*.pt")) and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first = json.loads((out / "first" / "seed0.json").read_text())
+    assert "auc" in first
+    assert not (out / "second" / "seed0" / "calibration.json").exists()
+    metrics = out / "first" / "seed0" / "evaluation" / "test" / "metrics.json"
+    evaluated = metrics.stat().st_mtime_ns
+
+    resumed = medsagan("benchmark", "--data", "synthetic", "--grid", grid, "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "first seed 0: finished earlier" in resumed.stdout
+    assert "second seed 0: resuming from iteration" in resumed.stdout
+    assert metrics.stat().st_mtime_ns == evaluated  # the finished run's test split was not read again
+    assert json.loads((out / "first" / "seed0.json").read_text()) == first
+    second = json.loads((out / "second" / "seed0.json").read_text())
+    assert second["resumed"] == 1 and second["iterations"] == 60
+    assert (out / "second" / "seed0" / "checkpoints" / "state-00000060.pt").is_file()
+    assert len(json.loads((out / "results.json").read_text())["runs"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ({"rows": [{"name": "a"}], "row": []}, "unknown key 'row'"),
+        ({"rows": [{"overrides": {}}]}, "row 1 has no name"),
+        ({"rows": [{"name": "a"}, {"name": "a"}]}, "row 'a': the name is used twice"),
+        (
+            {"rows": [{"name": "a", "overrides": {"train": {"iteration": 5}}}]},
+            "row 'a': unknown config key train.iteration",
+        ),
+        ({"rows": [{"name": "a", "preset": "quick"}]}, "row 'a': unknown preset 'quick'"),
+        ({"rows": [{"name": "../a"}]}, "row '../a': a name is letters"),
+        (
+            {"rows": [{"name": "a", "overrides": {"train": {"seed": 3}}}]},
+            "train.seed and data.path come from the command",
+        ),
+        ({"rows": []}, "give a list of rows"),
+        ({"rows": [{"name": "a"}], "seeds": [0, 0]}, "seed 0 is given twice"),
+    ],
+)
+def test_a_bad_grid_is_one_line_before_anything_is_written(tmp_path, capsys, grid, message):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark", "--data", "synthetic", "--grid", str(path), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and str(path) in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_changed_row_or_other_data_is_refused_against_the_runs_already_there(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "benchmark.json").write_text(
+        json.dumps({"data": "synthetic", "rows": {"a": {"preset": "fast", "overrides": {}}}})
+    )
+    changed = write_grid(tmp_path / "grid.yaml", [{"name": "a", "overrides": {"model": {"acm": False}}}])
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--data", "synthetic", "--grid", str(changed), "--out", str(out), "--dry-run"])
+    assert "row 'a' differs from the row of that name" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--data", str(tmp_path), "--grid", str(changed), "--out", str(out), "--dry-run"])
+    assert "its runs trained on synthetic" in capsys.readouterr().err
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--data", "synthetic", "--grid", str(changed), "--out", str(tmp_path / "foreign")])
+    assert "already holds files that are not a benchmark" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["table3.yaml", "table4.yaml"])
+def test_the_shipped_paper_grids_build_every_run(tmp_path, capsys, name):
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "benchmark",
+                "--data",
+                "synthetic",
+                "--grid",
+                str(CONFIGS / name),
+                "--out",
+                str(tmp_path / "o"),
+                "--dry-run",
+            ]
+        )
+    assert exit_info.value.code == 0
+    grid = read_grid(CONFIGS / name)
+    assert f"{len(grid.rows) * 3} runs ({len(grid.rows)} rows x 3 seeds)" in capsys.readouterr().out
+    assert not (tmp_path / "o").exists()
+
+
+def test_seeds_are_distinct_whole_numbers():
+    from medsagan.benchmark import parse_seeds
+
+    assert parse_seeds("0,1 2", "--seeds") == (0, 1, 2)
+    for bad in ("-1", "1.5", "a", ""):
+        with pytest.raises(ConfigError, match="--seeds"):
+            parse_seeds(bad, "--seeds")
