@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -12,6 +13,7 @@ from medsagan import fit, load
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
+@pytest.mark.slow
 def test_readme_python_snippet_runs(tmp_path, monkeypatch):
     section = README.read_text().split("## Python API", 1)[1]
     snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)

@@ -165,6 +165,7 @@ def test_a_changed_row_or_other_data_is_refused_against_the_runs_already_there(t
     assert "already holds files that are not a benchmark" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["table3.yaml", "table4.yaml"])
 def test_the_shipped_paper_grids_build_every_run(tmp_path, capsys, name):
     with pytest.raises(SystemExit) as exit_info:

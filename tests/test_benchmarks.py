@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from medsagan.compute import FlopCounter, flops_per_iteration, make_trainer
@@ -38,6 +39,7 @@ def test_counted_multiply_adds_equal_the_closed_form_of_each_layer_kind():
     assert describe(cfg.model)["generator_gmacs_per_image"] == round(counter.total / 2e9, 4)
 
 
+@pytest.mark.slow
 def test_official_schedule_reference_takes_the_training_loops_steps():
     # No random mask and one generator pass per batch, so both schedules compute the same function.
     overrides = {"train": {"batch_size": 4, "precision": "float32"}, "model": {"mask_keep": 1.0}}
@@ -55,6 +57,7 @@ def test_official_schedule_reference_takes_the_training_loops_steps():
     assert flops_per_iteration(reference) > 0
 
 
+@pytest.mark.slow
 def test_speed_benchmark_prints_every_figure(tmp_path):
     command = [sys.executable, str(BENCHMARKS / "speed.py"), "--presets", "fast", "--batch", "4", "--steps", "1"]
     command += ["--windows", "1", "--versus", "train.reuse_restoration=true", "--markdown"]

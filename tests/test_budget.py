@@ -40,6 +40,7 @@ def test_a_budget_too_short_to_train_says_so():
         plan("10s", spent=8.0, measured=measured, validate_every=10, checkpoint_every=10, n_critic=2)
 
 
+@pytest.mark.slow
 def test_a_budgeted_run_ends_within_it_records_its_iterations_and_reruns_exactly(tmp_path):
     schedule = {"lr_schedule": "linear", "lr_decay_start": 0.5, "validate_every": 10, "checkpoint_every": 10}
     cfg = tiny_config(train={"time_budget": "20s", "iterations": 1, "log_every": 10, **schedule})
@@ -65,6 +66,7 @@ def test_the_dry_run_plan_matches_what_a_budget_allows(tmp_path):
     assert "iterations at" in chosen.describe()
 
 
+@pytest.mark.slow
 def test_train_dry_run_says_what_a_budget_would_choose_and_writes_no_run(tmp_path):
     from click.testing import CliRunner
 

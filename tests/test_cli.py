@@ -30,6 +30,7 @@ def trained(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_data_check_json_on_real_pneumonia(shared_data):
     result = run("data", "check", shared_data / "medad-pneumonia64", "--json")
     report = json.loads(result.output)
@@ -44,6 +45,7 @@ def test_data_check_json_on_real_pneumonia(shared_data):
     assert report["unlabeled_set"]["normal"] == 280 and report["unlabeled_set"]["abnormal"] == 420
 
 
+@pytest.mark.slow
 def test_data_check_on_a_split_file_without_images_is_one_clear_error(tmp_path):
     from medsagan.data.sources import read_split
 
@@ -90,6 +92,7 @@ def test_unknown_config_key_names_the_nearest_one():
     assert "unknown config key train.iteration; did you mean train.iterations?" in result.output
 
 
+@pytest.mark.slow
 def test_dry_run_prints_config_and_data_summary(shared_data):
     result = run("train", "--data", shared_data / "medad-pneumonia64", "--preset", "fast", "--dry-run")
     assert result.exit_code == 0, result.output
@@ -162,6 +165,7 @@ def test_train_on_a_folder_dataset_from_the_cli(tmp_path):
     assert json.loads(run("evaluate", tmp_path / "run", "--json").output)["n_normal"] == 4
 
 
+@pytest.mark.slow
 def test_killed_training_process_resumes_and_finishes(tmp_path):
     out = tmp_path / "run"
     args = [

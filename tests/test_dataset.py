@@ -9,6 +9,7 @@ from medsagan.data.sources import open_dataset
 from medsagan.errors import ConfigError, DataError
 
 
+@pytest.mark.slow
 def test_protocol_training_data_on_real_pneumonia(shared_data, tmp_path):
     source = open_dataset(str(shared_data / "medad-pneumonia64"))
     data = build_training_data(source, load_config(overrides={"data": {"val_unlabeled_fraction": 0}}), tmp_path)
@@ -22,6 +23,7 @@ def test_protocol_training_data_on_real_pneumonia(shared_data, tmp_path):
     assert data.normal.images.dtype == torch.uint8 and data.normal.images.shape[1:] == (1, 64, 64)
 
 
+@pytest.mark.slow
 def test_random_draw_is_seeded_and_differs_from_prefix(shared_data, tmp_path):
     source = open_dataset(str(shared_data / "medad-pneumonia64"))
     cfg = load_config(
@@ -44,6 +46,7 @@ def test_random_draw_is_seeded_and_differs_from_prefix(shared_data, tmp_path):
     assert int((a.unlabeled.labels == 1).sum()) == 40 and len(a.val_positive) == 50  # capped for selection
 
 
+@pytest.mark.slow
 def test_label_free_selection_uses_unlabelled_images_held_out_of_training(shared_data, tmp_path):
     source = open_dataset(str(shared_data / "medad-pneumonia64"))
     data = build_training_data(source, load_config(overrides={"data": {"val_unlabeled_fraction": 0.2}}), tmp_path)
@@ -56,6 +59,7 @@ def test_label_free_selection_uses_unlabelled_images_held_out_of_training(shared
     assert again.val_positive.ids == build_training_data(source, load_config(), tmp_path).val_positive.ids
 
 
+@pytest.mark.slow
 def test_labeled_size_limits_the_labelled_normals_and_the_unlabelled_set_follows(shared_data, tmp_path):
     source = open_dataset(str(shared_data / "medad-pneumonia64"))
     small = {"data": {"labeled_size": 200, "unlabeled_size": -1, "val_unlabeled_fraction": 0.1}}

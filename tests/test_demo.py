@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from helpers import TINY as TINY_SECTIONS
 from medsagan.config import merge
 from medsagan.demo import run_demo
@@ -7,6 +9,7 @@ from medsagan.demo import run_demo
 TINY = merge(TINY_SECTIONS, {"train": {"validate_every": 2, "checkpoint_every": 2}})
 
 
+@pytest.mark.slow
 def test_demo_trains_evaluates_draws_and_reuses_its_run(tmp_path):
     text = run_demo(tmp_path / "demo", iterations=4, device="cpu", progress=False, overrides=TINY)
     assert "test AUC" in text and str(tmp_path / "demo" / "panels") in text

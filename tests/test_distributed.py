@@ -10,6 +10,8 @@ import torch
 from helpers import tiny_args
 from medsagan.files import load_tensors
 
+pytestmark = pytest.mark.slow  # each test trains or exports a model
+
 # The random mask draws from each rank's own stream; without it two ranks compute exactly what one does.
 ARGS = tiny_args(train={"batch_size": 8, "validate_every": 2, "checkpoint_every": 2}, model={"mask_keep": 1.0})
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -19,6 +19,8 @@ from medsagan.inference import Detector
 from medsagan.runs import load_detector
 from medsagan.train import fit
 
+pytestmark = pytest.mark.slow  # each test trains or exports a model
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

@@ -69,6 +69,7 @@ def subprocess_train(*args):
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_naming_the_holder_and_the_first_run_is_whole(tmp_path):
     out = tmp_path / "run"
     first = subprocess_train(*train_args(out, "train.validate_every=20", "train.checkpoint_every=20", iterations=400))
@@ -190,6 +191,7 @@ def test_a_failed_start_removes_the_folder_it_created(tmp_path):
     assert cli(*train_args(tmp_path / "run", data=data)).exit_code == 0  # simply rerun
 
 
+@pytest.mark.slow
 def test_an_interrupted_start_resumes_from_zero_and_the_demo_continues(tmp_path, monkeypatch):
     from medsagan import trainer as train_module
     from medsagan.demo import run_demo
@@ -222,6 +224,7 @@ def test_cli_resume_of_a_run_killed_before_its_first_checkpoint(tmp_path):
 # 5. Resume falls back, tolerates a torn log line, and refuses what it cannot honour --------------------------
 
 
+@pytest.mark.slow
 def test_resume_falls_back_past_an_unreadable_checkpoint_and_a_torn_log_line(tmp_path, caplog):
     out = tmp_path / "run"
     assert cli(*train_args(out, "train.log_every=2", iterations=6)).exit_code == 0

@@ -117,6 +117,7 @@ def test_data_check_describes_the_validation_that_training_uses(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_successful_export_prints_one_line_and_no_library_chatter(tmp_path):
     pytest.importorskip("onnxscript")
     from helpers import tiny_config
@@ -234,6 +235,7 @@ def test_linked_sub_folders_are_read_and_broken_or_looping_links_are_named(tmp_p
         open_source(tiny_config(data={"path": str(root)}))
 
 
+@pytest.mark.slow
 def test_demo_takes_the_advice_it_gives_for_an_impossible_ratio_and_leaves_no_empty_folder(tmp_path):
     from helpers import TINY, make_medad_dataset
 

@@ -16,6 +16,8 @@ from medsagan.cli import main
 from medsagan.train import fit
 from medsagan.viz.report import bootstrap_intervals
 
+pytestmark = pytest.mark.slow  # each test trains or exports a model
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 

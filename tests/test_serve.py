@@ -98,6 +98,7 @@ def test_the_server_binds_to_this_machine_unless_told_otherwise(server):
         serve(str(server[1]), host="0.0.0.0")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (.ci/run installs it)")
 def test_the_page_uploads_an_image_and_shows_its_heatmap(server, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")

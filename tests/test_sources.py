@@ -27,6 +27,7 @@ def test_protocol_on_the_benchmarks_bundled_split_files(name, expected):
     assert unlabeled_counts(pools, DataConfig()) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "folder"), [("rsna", "RSNA"), ("vindr", "VinCXR"), ("lag", "LAG")])
 def test_bundled_split_files_are_the_benchmarks_own(shared_data, name, folder):
     assert read_split(name) == read_split(shared_data / "medad-splits" / folder / "data.json")
@@ -40,6 +41,7 @@ def test_infeasible_ratio_is_refused_with_the_largest_that_works():
     assert unlabeled_counts(rsna, DataConfig(anomaly_ratio=0.8, unlabeled_size=1000)) == (200, 800, 0)
 
 
+@pytest.mark.slow
 def test_split_file_without_images_fails_saying_how_many_are_missing(tmp_path):
     write_medad_split(tmp_path, read_split("rsna"))  # a Med-AD root without its images
     with pytest.raises(DataError, match=r"all 14863 images listed in data.json are missing"):

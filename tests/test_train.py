@@ -60,6 +60,7 @@ def test_existing_run_directory_is_not_overwritten(tmp_path):
         fit(tiny_config(), tmp_path / "run", progress=False)
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, monkeypatch):
     cfg = tiny_config(train={"iterations": 8, "checkpoint_every": 3, "validate_every": 4})
     fit(cfg, tmp_path / "straight", progress=False)
@@ -144,6 +145,7 @@ def test_run_records_absolute_data_paths_so_it_works_from_anywhere(tmp_path, mon
     assert RunDir(tmp_path / "run").load_config().data.path == str((tmp_path / "data").resolve())
 
 
+@pytest.mark.slow
 def test_an_extended_run_moves_a_decay_not_yet_begun_and_its_weights_keep_changing(tmp_path):
     from medsagan.runs import RunDir
 
@@ -162,6 +164,7 @@ def test_an_extended_run_moves_a_decay_not_yet_begun_and_its_weights_keep_changi
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the last iterations still train
 
 
+@pytest.mark.slow
 def test_a_run_whose_decay_has_begun_is_not_extended_and_resume_keeps_what_the_run_is(tmp_path):
     from medsagan.runs import RunDir
 
@@ -219,6 +222,7 @@ def make_trainer(**train):
     return Trainer(cfg, torch.device("cpu"), images, images.flip(0))
 
 
+@pytest.mark.slow
 def test_moving_average_follows_the_generator_with_its_half_life_and_is_what_gets_scored():
     trainer = make_trainer(ema_half_life=64.0)
     assert trainer.scored_generator is trainer.ema and not trainer.ema.training
@@ -269,6 +273,7 @@ def test_reusing_the_restoration_computes_the_same_step_as_two_passes():
     assert any(not torch.equal(a, b) for a, b in zip(reused.generator.parameters(), untrained, strict=True))
 
 
+@pytest.mark.slow
 def test_auto_precision_is_chosen_once_per_run_and_kept_on_resume(tmp_path, monkeypatch):
     import medsagan.devices as devices
     from medsagan.runs import RunDir
