@@ -39,6 +39,9 @@ def test_report_holds_the_evaluations_numbers_and_is_self_contained(report):
     assert f"<td>{threshold['threshold']['value']:.5f}</td><td>{threshold['sensitivity']:.3f}</td>" in text
     assert text.count('class="panel"') >= 8 and "specificity 0.95 on this split" in text
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)  # nothing fetched from a network
+    where = metrics["localisation"]  # the synthetic data's lesions are known
+    assert f"<td>pixel AUROC</td><td>{where['pixel_auroc']:.3f}</td>" in text
+    assert f"<td>{where['aupro']:.3f}</td>" in text and 'id="localisation"' in text
     shown = html.unescape(text)
     assert "preset: paper" in shown and '"labelled_normals"' in shown and '"torch"' in shown
 
