@@ -173,4 +173,5 @@ def test_localisation_on_blended_normals_reads_only_test_normals_and_measures_th
     assert result["abnormal_without_ground_truth"] == 0
     for key in ("image_auc_blended_vs_normal", "pixel_auroc", "aupro", "pointing_game", "dice", "iou"):
         assert 0 <= result[key] <= 1, key
+    assert result["normals_psnr"] > 0 and -1 <= result["normals_ssim"] <= 1 and 0 <= result["map_share_in_body"] <= 1
     assert result == bench.blended_normals(str(run), seed=0)  # seeded: the same blends every time

@@ -184,3 +184,25 @@ def test_scores_are_bit_identical_whatever_is_scored_with_them():
         start = next(i for i in range(45) if torch.equal(images[i], part[0]))
         assert (alone == together.scores[start : start + len(part)]).all()
     assert detector.training  # scoring restores the mode it found
+
+
+def test_resize_upsampling_replaces_every_transposed_conv_and_draws_no_checkerboard():
+    from torch import nn
+
+    for architecture in ("sagan", "baseline"):
+        overrides = {"model": {"architecture": architecture, "upsample": "resize"}}
+        generator = build_generator(load_config(preset="fast", overrides=overrides).model).eval()
+        assert not any(isinstance(m, nn.ConvTranspose2d) for m in generator.modules())
+        assert any(isinstance(m, nn.Upsample) for m in generator.modules())
+    # A flat image through a stride-2 transposed conv with random weights: even and odd output pixels sum
+    # different kernel taps, so it comes out as a checkerboard; doubling then a 3x3 conv keeps it flat.
+    torch.manual_seed(0)
+    x = torch.ones(1, 1, 8, 8)
+    transposed = nn.ConvTranspose2d(1, 1, 4, 2, 1, bias=False)
+    resized = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(1, 1, 3, 1, 1, bias=False))
+    inner = (0, 0, slice(2, -2), slice(2, -2))
+    with torch.no_grad():
+        checkerboard, flat = transposed(x)[inner], resized(x)[inner]
+    assert checkerboard.std() > 1e-3 and checkerboard[::2, ::2].std() < 1e-6  # a period-2 pattern
+    assert flat.std() < 1e-6
+    assert load_config().model.upsample == "transposed"  # the paper keeps the official layers

@@ -28,6 +28,7 @@ LRSchedule = Literal["constant", "linear", "official"]
 Precision = Literal["float32", "bfloat16", "auto"]
 MedMNISTTask = Literal["", "pneumoniamnist", "retinamnist", "breastmnist"]
 PresetName = Literal["paper", "fast", "baseline"]
+Upsample = Literal["transposed", "resize"]
 
 
 BOUNDS = re.compile(r"^(?:(>=|>) (\S+)|([\[(])(\S+), (\S+)([\])]))$")
@@ -74,6 +75,8 @@ class ModelConfig:
     d_layers: int = key(6, ">= 1")  # official d_repeat_num: six stride-2 convs, a 1x1 critic map at 64 px
     # the critic's LeakyReLU negative slope; official 0.01 (DCGAN's critics use 0.2)
     d_slope: float = key(0.01, "[0, 1)", added=0.01)
+    # the decoder's doubling: "transposed" 4x4 stride-2 convs (official model.py), or "resize" (nearest, then 3x3)
+    upsample: Upsample = key("transposed", added="transposed")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,14 @@ class BrainomalyGenerator(nn.Module):
     The additive map has one channel and is broadcast over the input's channels, as in Brainomaly.
     """
 
-    def __init__(self, image_size: int = 64, channels: int = 1, conv_dim: int = 64, residual_blocks: int = 6):
+    def __init__(
+        self,
+        image_size: int = 64,
+        channels: int = 1,
+        conv_dim: int = 64,
+        residual_blocks: int = 6,
+        upsample: str = "transposed",
+    ):
         super().__init__()
         if image_size % 4 or image_size < 8:
             raise ConfigError(
@@ -30,8 +37,8 @@ class BrainomalyGenerator(nn.Module):
             down(conv_dim, conv_dim * 2),
             down(conv_dim * 2, conv_dim * 4),
             *(ResidualBlock(conv_dim * 4) for _ in range(residual_blocks)),
-            up(conv_dim * 4, conv_dim * 2),
-            up(conv_dim * 2, conv_dim),
+            up(conv_dim * 4, conv_dim * 2, upsample),
+            up(conv_dim * 2, conv_dim, upsample),
             nn.Conv2d(conv_dim, 1, 7, 1, 3, bias=False),
         )
 

@@ -36,11 +36,19 @@ def down(in_ch: int, out_ch: int) -> nn.Sequential:
     return conv_norm_relu(in_ch, out_ch, 4, 2, 1)
 
 
-def up(in_ch: int, out_ch: int) -> nn.Sequential:
-    """Decoder level: 4x4 stride-2 transposed conv, InstanceNorm, ReLU; doubles the size."""
-    return nn.Sequential(
-        nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False), instance_norm(out_ch), nn.ReLU(inplace=True)
-    )
+def up(in_ch: int, out_ch: int, mode: str = "transposed") -> nn.Sequential:
+    """Decoder level that doubles the size, then InstanceNorm and ReLU.
+
+    "transposed": the official 4x4 stride-2 transposed conv. "resize": nearest-neighbour doubling, then a 3x3
+    conv, which cannot overlap unevenly and so draws no checkerboard (Odena et al., Distill 2016).
+    """
+    if mode == "resize":
+        doubling = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=False)
+        )
+    else:
+        doubling = nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1, bias=False)
+    return nn.Sequential(doubling, instance_norm(out_ch), nn.ReLU(inplace=True))
 
 
 def position_fuse(channels: int, bits: int) -> nn.Sequential:

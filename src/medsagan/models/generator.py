@@ -25,6 +25,7 @@ class SAGANGenerator(nn.Module):
         acm: patch split and position codes; False processes the whole image without codes.
         arrm: attention-gated skips, decoder blocks and multi-level fusion; False decodes straight up.
         mask_keep: keep probability p of the training-time Bernoulli mask (paper Eq. 1; official 0.95).
+        upsample: "transposed" (official 4x4 stride-2 transposed convs) or "resize" (doubling, then a 3x3 conv).
 
     Shapes: x [B, C, S, S] in [-1, 1] -> x' [B, C, S, S] in [-1, 1].
     """
@@ -39,6 +40,7 @@ class SAGANGenerator(nn.Module):
         acm: bool = True,
         arrm: bool = True,
         mask_keep: float = 0.95,
+        upsample: str = "transposed",
     ):
         super().__init__()
         self.patches = patches if acm else 1
@@ -60,13 +62,13 @@ class SAGANGenerator(nn.Module):
         self.bottleneck = nn.Sequential(*bottleneck_entry, *(ResidualBlock(c3) for _ in range(residual_blocks)))
 
         # Decoder: three up-sampling levels; ARRM adds gates on the skips, decoder blocks and fusion.
-        self.up1, self.up2, self.up3 = up(c3, c2), up(c2, c1), up(c1, conv_dim)
+        self.up1, self.up2, self.up3 = up(c3, c2, upsample), up(c2, c1, upsample), up(c1, conv_dim, upsample)
         if arrm:
             self.gate1, self.block1 = AttentionGate(c3, c3, c3 // 2), DecoderBlock(2 * c3, c3)
             self.gate2, self.block2 = AttentionGate(c2, c2, c2 // 2), DecoderBlock(2 * c2, c2)
             self.gate3, self.block3 = AttentionGate(c1, c1, c1 // 2), DecoderBlock(2 * c1, c1)
-            self.lift1 = nn.Sequential(up(c2, c1), up(c1, conv_dim))
-            self.lift2 = up(c1, conv_dim)
+            self.lift1 = nn.Sequential(up(c2, c1, upsample), up(c1, conv_dim, upsample))
+            self.lift2 = up(c1, conv_dim, upsample)
             self.fusion = DecoderBlock(3 * conv_dim, conv_dim)
         self.to_map = nn.Conv2d(conv_dim, channels, 7, 1, 3, bias=False)
 
