@@ -145,6 +145,12 @@ def test_a_bad_grid_is_one_line_before_anything_is_written(tmp_path, capsys, gri
     assert not (tmp_path / "out").exists()
 
 
+def test_a_missing_grid_file_is_named_as_the_grid(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--data", "synthetic", "--grid", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")])
+    assert f"--grid {tmp_path / 'none.yaml'} does not exist" in capsys.readouterr().err
+
+
 def test_a_changed_row_or_other_data_is_refused_against_the_runs_already_there(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

@@ -111,6 +111,8 @@ def parse_seeds(value: Any, where: str) -> tuple[int, ...]:
 def read_grid(path: str | Path, seeds: tuple[int, ...] | None = None) -> Grid:
     """The grid file at `path`, every row checked by name; `seeds` replaces the file's (default 0, 1, 2)."""
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--grid {path} does not exist; give a grid file (configs/benchmarks/ has two)")
     values = read_yaml(path)
     for key in values:
         if key not in GRID_KEYS:
