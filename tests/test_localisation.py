@@ -145,6 +145,8 @@ def test_evaluate_with_masks_writes_localisation_and_refuses_a_stray_mask(tmp_pa
 def test_ground_truth_is_masks_or_boxes_not_both(tmp_path):
     with pytest.raises(DataError, match="not both"):
         GroundTruth(masks=tmp_path, boxes=tmp_path / "b.csv", boxes_format="nih")
+    with pytest.raises(DataError, match="the lesion ground truth itself"):
+        GroundTruth(original_sizes=tmp_path / "sizes.csv")
 
 
 def test_where_a_map_points_is_the_box_of_its_brightest_region():

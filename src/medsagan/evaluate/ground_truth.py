@@ -33,8 +33,10 @@ class GroundTruth:
     original_sizes: Path | None = None
 
     def __post_init__(self):
-        if (self.masks is None) == (self.boxes is None):
+        if self.masks is not None and self.boxes is not None:
             raise DataError("give lesion ground truth as either --masks DIR or --boxes FILE, not both")
+        if self.masks is None and self.boxes is None:
+            raise DataError("give the lesion ground truth itself: --masks DIR, or --boxes FILE with --boxes-format")
         if self.boxes is not None and self.boxes_format not in FORMATS:
             raise DataError(f"--boxes needs --boxes-format, one of {', '.join(FORMATS)}")
 
