@@ -14,7 +14,19 @@ ROOT = Path(medsagan.__file__).parent
 # Lowest first. A module may import its own layer's modules (without a cycle) and any lower layer's.
 LAYERS = [
     {"errors"},
-    {"files", "flops", "geometry", "records", "augment", "devices", "random_state", "training_log", "budget", "config", "config_parse"},
+    {
+        "files",
+        "flops",
+        "geometry",
+        "records",
+        "augment",
+        "devices",
+        "random_state",
+        "training_log",
+        "budget",
+        "config",
+        "config_parse",
+    },
     {"data", "models", "pseudo_anomalies", "distributed"},
     {"losses", "runs", "evaluate"},
     {"trainer", "train", "compute", "inference", "viz", "official", "export", "predict"},
