@@ -202,3 +202,16 @@ def test_killed_training_process_resumes_and_finishes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert (out / "calibration.json").is_file()
     assert (out / "checkpoints" / "state-00000040.pt").is_file()
+
+
+def test_predict_smoothing_changes_the_drawn_heatmaps_only(trained, tmp_path):
+    write_png(tmp_path / "in" / "a.png", np.random.default_rng(3).integers(0, 256, (40, 40), dtype=np.uint8))
+    plain = run("predict", trained, tmp_path / "in", "--out", tmp_path / "plain")
+    smooth = run("predict", trained, tmp_path / "in", "--out", tmp_path / "smooth", "--smooth", "1.5")
+    assert plain.exit_code == 0 and smooth.exit_code == 0, smooth.output
+    csv_of = lambda out: (tmp_path / out / "predictions.csv").read_text()  # noqa: E731
+    assert csv_of("plain") == csv_of("smooth")  # the same scores and boxes
+    panel_of = lambda out: (tmp_path / out / "panels" / "a.png").read_bytes()  # noqa: E731
+    assert panel_of("plain") != panel_of("smooth")
+    refused = run("predict", trained, tmp_path / "in", "--out", tmp_path / "bad", "--smooth", "-1")
+    assert refused.exit_code == 2 and "--smooth" in refused.output

@@ -211,7 +211,14 @@ def evaluate(
     callback=lambda ctx, param, value: _positive_finite(param, value),
     help="Heatmap colour scale maximum, > 0 (default: the run's calibration).",
 )
-def predict(run, paths, out, device, skip_bad, no_panels, vmax):
+@click.option(
+    "--smooth",
+    type=float,
+    default=0.0,
+    callback=lambda ctx, param, value: _positive_finite(param, value) if value else 0.0,
+    help="Draw the heatmaps blurred by a Gaussian of this sigma in pixels; scores never change.",
+)
+def predict(run, paths, out, device, skip_bad, no_panels, vmax, smooth):
     """Score images, folders or DICOMs; write predictions.csv and a heatmap panel per image.
 
     RUN is a run directory, or an ONNX file written by `medsagan export`.
@@ -222,7 +229,7 @@ def predict(run, paths, out, device, skip_bad, no_panels, vmax):
     """
     from .predict import predict as run_predict
 
-    rows = run_predict(run, list(paths), out, device, skip_bad, not no_panels, vmax)
+    rows = run_predict(run, list(paths), out, device, skip_bad, not no_panels, vmax, smooth)
     if rows and all(r["prediction"] is None for r in rows):
         click.echo(
             f"{len(rows)} images scored; the run has no threshold (it is not calibrated), so no verdicts; "

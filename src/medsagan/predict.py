@@ -75,6 +75,7 @@ def predict(
     skip_bad: bool = False,
     panels: bool = True,
     vmax: float | None = None,
+    smooth: float = 0.0,
 ) -> list[dict]:
     """Score `inputs` with a run (or a model exported to ONNX); one dict per image.
 
@@ -119,7 +120,8 @@ def predict(
             )
             row["panel"] = str(
                 save_panel(
-                    out_dir / "panels" / names[i], panel(image, result.restored[i], result.maps[i], vmax, caption)
+                    out_dir / "panels" / names[i],
+                    panel(image, result.restored[i], result.maps[i], vmax, caption, smooth),
                 )
             )
         rows.append(row)

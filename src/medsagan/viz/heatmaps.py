@@ -32,8 +32,18 @@ def overlay(image: np.ndarray, amap: np.ndarray, vmax: float) -> np.ndarray:
     return (blended * 255).round().astype(np.uint8)
 
 
-def panel(image: np.ndarray, restored: np.ndarray, amap: np.ndarray, vmax: float, caption: str) -> Image.Image:
-    """One PIL image: a caption line over [input | restored | heatmap], each PANEL_SIDE px wide."""
+def panel(
+    image: np.ndarray, restored: np.ndarray, amap: np.ndarray, vmax: float, caption: str, smooth: float = 0.0
+) -> Image.Image:
+    """One PIL image: a caption line over [input | restored | heatmap], each PANEL_SIDE px wide.
+
+    `smooth`: the heatmap drawn blurred by a Gaussian of this sigma in pixels, for reading only; the score and
+    the saved maps never change.
+    """
+    if smooth > 0:
+        from scipy.ndimage import gaussian_filter
+
+        amap = gaussian_filter(amap, sigma=smooth)
     tiles = [to_rgb(image), to_rgb(restored), overlay(image, amap, vmax)]
     resized = [Image.fromarray(t).resize((PANEL_SIDE, PANEL_SIDE), Image.BILINEAR) for t in tiles]
     header = 34
@@ -42,7 +52,8 @@ def panel(image: np.ndarray, restored: np.ndarray, amap: np.ndarray, vmax: float
         canvas.paste(tile, (i * PANEL_SIDE, header))
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 2), caption, fill="black")
-    draw.text((4, 17), f"input | restored | |x - x'|/2, colour scale 0 to {vmax:.3f}", fill="dimgray")
+    blurred = f", drawn blurred (sigma {smooth:g} px)" if smooth > 0 else ""
+    draw.text((4, 17), f"input | restored | |x - x'|/2, colour scale 0 to {vmax:.3f}{blurred}", fill="dimgray")
     return canvas
 
 
