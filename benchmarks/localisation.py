@@ -49,15 +49,15 @@ def blended_normals(run_dir: str, seed: int) -> dict:
         "run": run_dir,
         "image_auc_blended_vs_normal": float(roc_auc_score(labels, scored.scores)),
         **where.to_dict(),
-        **restoration_quality(x[~pick].numpy(), model.score(normals[~pick])),
+        **restoration_quality(x[~pick].numpy(), scored.restored[~pick.numpy()], scored.maps[~pick.numpy()]),
     }
 
 
-def restoration_quality(images: np.ndarray, scored) -> dict:
+def restoration_quality(images: np.ndarray, restorations: np.ndarray, maps: np.ndarray) -> dict:
     """Mean PSNR and SSIM of restored against input (images in [-1, 1], data range 2) and the share of the
     anomaly map's sum inside the body, over normal images [N, C, S, S]."""
     psnr, ssim, inside = [], [], []
-    for x, restored, amap in zip(images, scored.restored, scored.maps, strict=True):
+    for x, restored, amap in zip(images, restorations, maps, strict=True):
         psnr.append(peak_signal_noise_ratio(x, restored, data_range=2.0))
         ssim.append(structural_similarity(x, restored, data_range=2.0, channel_axis=0))
         grey = x.mean(axis=0)

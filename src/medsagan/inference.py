@@ -15,11 +15,10 @@ import numpy as np
 import torch
 
 from .config import Config, load_config, migrate
-from .data.dataset import to_model_range
 from .data.readers import decode_bytes, from_array, load_resized
 from .errors import DataError, RunError
 from .evaluate.calibration import HEATMAP_QUANTILE
-from .evaluate.scoring import SCORING_BATCH, Scores, score_images
+from .evaluate.scoring import SCORING_BATCH, Scores, padded_chunks, score_images
 from .evaluate.thresholds import verdict
 from .models import AnomalyDetector
 from .records import Calibration, Selection
@@ -127,12 +126,8 @@ def _open_onnx(path: Path) -> Detector:
 
     def backend(images: torch.Tensor, keep_maps: bool) -> Scores:
         scores, maps, restored = [], [], []
-        for start in range(0, images.shape[0], SCORING_BATCH):
-            chunk = images[start : start + SCORING_BATCH]
-            x = (to_model_range(chunk) if chunk.dtype == torch.uint8 else chunk.float()).numpy()
-            real = x.shape[0]
-            padded = np.concatenate([x, np.zeros((SCORING_BATCH - real, *x.shape[1:]), np.float32)])
-            score, amap, back = session.run(None, {"image": padded})
+        for x, real in padded_chunks(images, SCORING_BATCH):
+            score, amap, back = session.run(None, {"image": x.numpy()})
             scores.append(score[:real])
             maps.append(amap[:real, 0])
             restored.append(back[:real])

@@ -91,6 +91,10 @@ class Source:
         stat = self.path_of(item).stat()
         return f"{item}:{stat.st_size}:{stat.st_mtime_ns}"
 
+    def lesion_masks(self, ids: list[str]) -> np.ndarray | None:
+        """Lesion masks of images `ids` when the source knows them (bool [N, S, S]); None for real data."""
+        return None
+
     def describe(self) -> str:
         """One line naming the dataset, for logs and reports."""
         return f"{self.kind} {self.root}"

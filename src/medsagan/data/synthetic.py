@@ -74,8 +74,3 @@ def synthetic_data(count: int, size: int = 64, seed: int = 0) -> tuple[dict[str,
         drawn = [_radiograph(rng, size, abnormal) for _ in range(n)]
         images[pool], masks[pool] = np.stack([d[0] for d in drawn]), np.stack([d[1] for d in drawn])
     return images, masks
-
-
-def synthetic_pools(count: int, size: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
-    """uint8 [N, size, size] arrays for the Med-AD pools; test pools hold count // 3 images per class."""
-    return synthetic_data(count, size, seed)[0]

@@ -58,10 +58,6 @@ class Box:
     y1: float
 
 
-def _stem(path: str) -> str:
-    return Path(path).stem
-
-
 def _rows(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise DataError(f"{path}: no such box file; give the CSV the dataset publishes")
@@ -103,7 +99,7 @@ def read_boxes(path: str | Path, fmt: str) -> dict[str, list[Box]]:
                 x, y, w, h = (float(v) for v in row[2:6])
             except ValueError:
                 raise DataError(f"{path}, line {line}: x, y, w, h are not numbers; check --boxes-format") from None
-            boxes.setdefault(_stem(row[0]), []).append(Box(x, y, x + w, y + h))
+            boxes.setdefault(Path(row[0]).stem, []).append(Box(x, y, x + w, y + h))
         if not boxes:
             raise DataError(f"{path}: no boxes; give NIH's BBox_List_2017.csv")
         return boxes
@@ -154,7 +150,7 @@ def box_masks(
     sizes: dict[str, tuple[int, int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(masks bool [N, size, size], has_truth bool [N]) for the test images `paths`, from `boxes`."""
-    stems = [_stem(p) for p in paths]
+    stems = [Path(p).stem for p in paths]
     unknown = sorted(set(boxes) - set(stems))
     if unknown:
         raise DataError(
@@ -198,7 +194,7 @@ def folder_masks(folder: str | Path, paths: list[str], size: int) -> tuple[np.nd
     if not folder.is_dir():
         raise DataError(f"--masks {folder}: no such folder; give the folder of lesion masks")
     files = {p.stem: p for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix.lower() in SUFFIXES}
-    stems = [_stem(p) for p in paths]
+    stems = [Path(p).stem for p in paths]
     unknown = sorted(set(files) - set(stems))
     if unknown:
         raise DataError(

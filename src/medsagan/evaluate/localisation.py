@@ -42,17 +42,26 @@ class Localisation:
         return asdict(self)
 
 
-def pro_curve(maps: np.ndarray, masks: np.ndarray, thresholds: int = THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
-    """(false-positive rates, per-region overlaps) at thresholds from the highest map value down.
-
-    `maps` float [N, S, S]; `masks` bool [N, S, S]. The overlap of a region is the share of its pixels at or
-    above the threshold; the curve's value is their mean over every connected region of every mask.
-    """
-    negatives = np.sort(maps[~masks])
+def lesion_regions(maps: np.ndarray, masks: np.ndarray) -> list[np.ndarray]:
+    """The sorted map values of each connected region of each mask."""
     regions = []
     for amap, mask in zip(maps, masks, strict=True):
         labelled, count = ndimage.label(mask)
         regions += [np.sort(amap[labelled == k]) for k in range(1, count + 1)]
+    return regions
+
+
+def pro_curve(
+    maps: np.ndarray, masks: np.ndarray, regions: list[np.ndarray] | None = None, thresholds: int = THRESHOLDS
+) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rates, per-region overlaps) at thresholds from the highest map value down.
+
+    `maps` float [N, S, S]; `masks` bool [N, S, S]; `regions` their lesion_regions, when already found. The
+    overlap of a region is the share of its pixels at or above the threshold; the curve's value is their mean
+    over every connected region of every mask.
+    """
+    negatives = np.sort(maps[~masks])
+    regions = lesion_regions(maps, masks) if regions is None else regions
     if not regions or not negatives.size:
         raise DataError("localisation needs both lesion pixels and normal pixels in the ground truth")
     cuts = np.unique(np.quantile(maps, np.linspace(0, 1, thresholds)))[::-1]
@@ -62,9 +71,11 @@ def pro_curve(maps: np.ndarray, masks: np.ndarray, thresholds: int = THRESHOLDS)
     return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], pro])
 
 
-def aupro(maps: np.ndarray, masks: np.ndarray, limit: float = FPR_LIMIT) -> float:
+def aupro(
+    maps: np.ndarray, masks: np.ndarray, limit: float = FPR_LIMIT, regions: list[np.ndarray] | None = None
+) -> float:
     """Area under the PRO curve up to `limit` false-positive rate, divided by `limit` (1 is perfect)."""
-    fpr, pro = pro_curve(maps, masks)
+    fpr, pro = pro_curve(maps, masks, regions)
     kept = fpr <= limit
     x, y = fpr[kept], pro[kept]
     if x[-1] < limit:  # the point at the limit, interpolated between its neighbours on the curve
@@ -94,16 +105,16 @@ def localisation(
         overlap = (predicted & truth).sum(axis=(1, 2))
         dice = float(np.mean(2 * overlap / (predicted.sum(axis=(1, 2)) + truth.sum(axis=(1, 2)))))
         iou = float(np.mean(overlap / (predicted | truth).sum(axis=(1, 2))))
-    regions = sum(ndimage.label(mask)[1] for mask in masks[abnormal])
+    regions = lesion_regions(maps, masks)  # normal images have none
     return Localisation(
         pixel_auroc=pixel_auroc,
-        aupro=aupro(maps, masks),
+        aupro=aupro(maps, masks, regions=regions),
         pointing_game=pointing,
         dice=dice,
         iou=iou,
         pixel_threshold=pixel_threshold,
         images_with_ground_truth=int(abnormal.sum()),
-        regions=int(regions),
+        regions=len(regions),
         abnormal_without_ground_truth=int(len(has_truth) - has_truth.sum()),
     )
 

@@ -159,17 +159,19 @@ def evaluate_run(
     else:
         check_leakage(dict(zip(images.digests, images.paths, strict=True)), training)
 
-    known = ground_truth is not None or hasattr(source, "lesion_masks")
-    scored = score_images(detector, images.images, keep_maps=known, official=official)
-    scores, labels = scored.scores, images.labels.numpy()
+    # Lesion ground truth, given or known to the source, is read (and refused) before anything is scored.
+    labels = images.labels.numpy()
+    if ground_truth is not None:
+        masks, has_truth = ground_truth.load(images.paths, cfg.model.image_size)
+    else:
+        masks, has_truth = source.lesion_masks(images.ids), np.ones(len(images.ids), dtype=bool)
+    if masks is not None:
+        has_truth = with_normals(masks, has_truth, labels, images.paths)
+    scored = score_images(detector, images.images, keep_maps=masks is not None, official=official)
+    scores = scored.scores
     calibration = run.load_calibration(selection)
     localised = None
-    if known:
-        if ground_truth is not None:
-            masks, has_truth = ground_truth.load(images.paths, cfg.model.image_size)
-        else:
-            masks, has_truth = source.lesion_masks(images.ids), np.ones(len(images.ids), dtype=bool)
-        has_truth = with_normals(masks, has_truth, labels, images.paths)
+    if masks is not None:
         pixel_threshold = calibration.heatmap_vmax if calibration else None
         localised = localisation(scored.maps, masks, has_truth, labels, pixel_threshold).to_dict()
     counts = summary(labels, scores)

@@ -49,6 +49,21 @@ def mode(module: nn.Module, training: bool):
         module.train(previous)
 
 
+def padded_chunks(images: Tensor, batch: int, device: torch.device | None = None):
+    """(chunk, real count) over `images` in fixed chunks of `batch`, in [-1, 1], the last one padded with zeros.
+
+    uint8 images are converted; float ones are taken as already in [-1, 1].
+    """
+    for start in range(0, images.shape[0], batch):
+        chunk = images[start : start + batch]
+        chunk = chunk.to(device) if device is not None else chunk
+        x = to_model_range(chunk) if chunk.dtype == torch.uint8 else chunk.float()
+        real = x.shape[0]
+        if real < batch:
+            x = torch.cat([x, x.new_zeros(batch - real, *x.shape[1:])])
+        yield x, real
+
+
 def score_images(
     detector: AnomalyDetector,
     images: Tensor,
@@ -65,13 +80,7 @@ def score_images(
     with mode(detector, official), torch.inference_mode(), torch.random.fork_rng(devices=_cuda_devices(device)):
         if official:
             torch.manual_seed(OFFICIAL_SEED)
-        batch = scoring_batch(device)
-        for start in range(0, images.shape[0], batch):
-            chunk = images[start : start + batch].to(device)
-            x = to_model_range(chunk) if chunk.dtype == torch.uint8 else chunk.float()
-            real = x.shape[0]
-            if real < batch:
-                x = torch.cat([x, x.new_zeros(batch - real, *x.shape[1:])])
+        for x, real in padded_chunks(images, scoring_batch(device), device):
             result = detector(x)
             scores.append(result.score[:real].float().cpu())
             if keep_maps:
