@@ -42,7 +42,8 @@ def unused_pool_images(run: RunDir, normals: int = 0, ratio: float = TEST_ABNORM
     parts = []
     for label, pool in ((0, "train/unlabeled/0"), (1, "train/unlabeled/1")):
         ids = source.pools.get(pool, [])
-        loaded = load_images(source, ids, label, cfg.model.image_size, cfg.model.channels, False, cache)
+        model, intensity = cfg.model, cfg.data.intensity
+        loaded = load_images(source, ids, label, model.image_size, model.channels, False, cache, intensity)
         keep = [i for i, d in enumerate(loaded.digests) if d not in seen]
         parts.append(loaded.subset(keep))
     normal, abnormal = parts

@@ -58,7 +58,12 @@ def test_the_draws_are_sharded_with_the_batch_so_ranks_apply_the_same_transforms
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [({"critic_augment": "flip"}, "unknown transform 'flip'"), ({"critic_augment_p": 0.0}, "critic_augment_p")],
+    [
+        ({"critic_augment": "flip"}, r"loss\.critic_augment: transform 'flip' is not offered"),
+        ({"critic_augment_p": 0.0}, "critic_augment_p"),
+        ({"image_augment": "cutout"}, r"loss\.image_augment: transform 'cutout' is not offered.*brightness"),
+        ({"image_augment_p": 1.5}, "image_augment_p"),
+    ],
 )
 def test_a_bad_augmentation_setting_is_refused_when_the_config_is_built(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -70,3 +75,23 @@ def test_a_run_with_an_augmented_critic_trains_other_weights(tmp_path):
     augmented = fit(tiny_config(loss={"critic_augment": "brightness,translation"}), tmp_path / "aug", progress=False)
     first, second = (load_tensors(r / "best.pt")["generator"] for r in (plain, augmented))
     assert any(not torch.equal(first[k], second[k]) for k in first)
+
+
+def test_image_augmentation_changes_every_training_image_on_its_own_draw_and_keeps_the_pairs():
+    cfg = tiny_config(loss={"image_augment": "brightness,translation", "image_augment_p": 1.0})
+    loss = SAGANLoss(torch.nn.Identity(), torch.nn.Identity(), cfg.loss, torch.Generator().manual_seed(0))
+    normal, unlabeled, sources = images(4), images(4, seed=1), images(4, seed=2)
+    batch = loss.make_batch(normal, unlabeled, sources)
+    for seen, given in ((batch.normal, normal), (batch.unlabeled, unlabeled)):
+        assert ((seen - given).flatten(1).abs().amax(1) > 1e-3).all()
+    # The pseudo-anomalies are made from the augmented normals, so restoring them aims at what the batch holds.
+    outside = batch.pseudo_mask.expand_as(batch.pseudo) == 0
+    assert torch.allclose(batch.pseudo[outside], batch.normal[outside], atol=1e-6)
+    plain = SAGANLoss(torch.nn.Identity(), torch.nn.Identity(), tiny_config().loss, torch.Generator().manual_seed(0))
+    assert torch.equal(plain.make_batch(normal, unlabeled, sources).normal, normal)
+
+
+def test_a_run_with_augmented_training_images_trains_and_records_the_setting(tmp_path):
+    run = fit(tiny_config(loss={"image_augment": "contrast,scale"}), tmp_path / "run", progress=False)
+    assert "image_augment: contrast,scale" in (run / "config.yaml").read_text()
+    assert (run / "best.pt").is_file()

@@ -27,7 +27,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     base = tmp_path_factory.mktemp("export")
-    run = fit(tiny_config(), base / "run", progress=False)
+    # CLAHE on, so the parity tests also check that the ONNX path normalises images as training did.
+    run = fit(tiny_config(data={"intensity": "clahe"}), base / "run", progress=False)
     result = CliRunner().invoke(main, ["export", str(run), "--out", str(base / "model.onnx")])
     assert result.exit_code == 0, result.output
     return run, base / "model.onnx"
@@ -82,6 +83,7 @@ def test_onnx_metadata_and_predict_from_the_onnx_file(exported, tmp_path):
 
     meta = onnxruntime.InferenceSession(str(model)).get_modelmeta().custom_metadata_map
     assert onnx.threshold == calibration["threshold"]["value"] and meta["opset"] == "18"
+    assert meta["intensity"] == "clahe" and onnx.config.data.intensity == "clahe"
     assert onnx.config.to_dict() == Detector.open(run, "cpu").config.to_dict()  # the run's config travels along
     paths = real_images(tmp_path, 3)
     for source, out in ((run, "from-run"), (model, "from-onnx")):

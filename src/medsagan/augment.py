@@ -30,13 +30,17 @@ _COLUMNS = {"apply": 5, "brightness": 1, "contrast": 1, "shift": 2, "zoom": 1, "
 WIDTH = sum(_COLUMNS.values())
 
 
-def parse_policy(text: str, key: str = "loss.critic_augment") -> tuple[str, ...]:
-    """The transforms named in `text` ("translation,cutout"); an unknown name is a ConfigError naming `key`."""
+# A cutout square in a normal would make it abnormal, so the training images' augmentation leaves it out.
+IMAGE_TRANSFORMS = ("brightness", "contrast", "translation", "scale")
+
+
+def parse_policy(text: str, key: str = "loss.critic_augment", allowed: tuple[str, ...] = TRANSFORMS) -> tuple[str, ...]:
+    """The transforms named in `text` ("translation,cutout"); a name not `allowed` is a ConfigError naming `key`."""
     names = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [name for name in names if name not in TRANSFORMS]
+    unknown = [name for name in names if name not in allowed]
     if unknown:
         raise ConfigError(
-            f"{key}: unknown transform {unknown[0]!r}; give a comma-separated list of {', '.join(TRANSFORMS)}"
+            f"{key}: transform {unknown[0]!r} is not offered here; give a comma-separated list of {', '.join(allowed)}"
         )
     return names
 

@@ -36,6 +36,7 @@ Precision = Literal["float32", "bfloat16", "auto"]
 MedMNISTTask = Literal["", "pneumoniamnist", "retinamnist", "breastmnist"]
 PresetName = Literal["paper", "fast", "baseline"]
 Upsample = Literal["transposed", "resize"]
+Intensity = Literal["none", "equalize", "clahe", "percentile"]
 
 
 BOUNDS = re.compile(r"^(?:(>=|>) (\S+)|([\[(])(\S+), (\S+)([\])]))$")
@@ -107,6 +108,9 @@ class DataConfig:
     fixed_pairing: bool = False  # official pairs unlabelled[i] with normal[i] (shifted so all are used)
     medmnist_task: MedMNISTTask = ""  # "" guesses from the file name
     skip_bad: bool = False  # skip unreadable images and report them, instead of stopping
+    # Per-image intensity normalisation before the model, the same in training, evaluation, predict, serve and
+    # ONNX (data/intensity.py): none (the paper), equalize, clahe, percentile (a 1-99th percentile window).
+    intensity: Intensity = key("none", added="none")
     cache_dir: str = ""  # decoded-image cache; "" puts .medsagan-cache beside the run directory
     synthetic_count: int = key(600, ">= 8")  # images per class pool of the built-in synthetic dataset (demo)
 
@@ -133,6 +137,11 @@ class LossConfig:
     # scale, cutout (augment.py). "": off (the paper).
     critic_augment: str = key("", added="")
     critic_augment_p: float = key(1.0, "(0, 1]", added=1.0)  # the chance that each listed transform applies to an image
+    # Augmentation of every training image before the objective sees it: labelled normals (so the identity and
+    # restoration terms see more than the few normals there are), FPI sources and unlabelled images alike, so
+    # the critic cannot tell real from fake by it. brightness, contrast, translation, scale; "": off (the paper).
+    image_augment: str = key("", added="")
+    image_augment_p: float = key(0.5, "(0, 1]", added=0.5)  # the chance that each listed transform applies to an image
 
 
 @dataclass(frozen=True)
@@ -329,10 +338,11 @@ def validate(cfg: Config) -> None:
         from .budget import parse_duration
 
         parse_duration(cfg.train.time_budget)
-    if cfg.loss.critic_augment:
-        from .augment import parse_policy
+    if cfg.loss.critic_augment or cfg.loss.image_augment:
+        from .augment import IMAGE_TRANSFORMS, parse_policy
 
         parse_policy(cfg.loss.critic_augment)
+        parse_policy(cfg.loss.image_augment, "loss.image_augment", IMAGE_TRANSFORMS)
     if cfg.model.channels not in (1, 3):
         raise ConfigError(f"model.channels = {cfg.model.channels!r} must be 1 (grey) or 3 (colour)")
     if not DEVICE.match(cfg.train.device):

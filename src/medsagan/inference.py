@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .config import Config, load_config, migrate
+from .data.intensity import normalise
 from .data.readers import decode_bytes, from_array, load_resized
 from .errors import DataError, RunError
 from .evaluate.calibration import HEATMAP_QUANTILE
@@ -72,18 +73,23 @@ class Detector:
     def read(self, item) -> np.ndarray:
         """One image as uint8 [C, S, S]: a path (PNG, JPEG, TIFF, BMP, DICOM) or an array, read as files are."""
         if isinstance(item, (str, Path)):
-            return load_resized(item, self.image_size, self.channels)
-        return from_array(item, self.image_size, self.channels)
+            return self.normalise(load_resized(item, self.image_size, self.channels))
+        return self.normalise(from_array(item, self.image_size, self.channels))
 
     def decode(self, data: bytes, name: str) -> np.ndarray:
         """An uploaded file's bytes as uint8 [C, S, S], decoded in memory exactly as the same file on disk."""
-        return decode_bytes(data, name, self.image_size, self.channels)
+        return self.normalise(decode_bytes(data, name, self.image_size, self.channels))
+
+    def normalise(self, images: np.ndarray) -> np.ndarray:
+        """Decoded uint8 images as the model was trained to see them (the run's `data.intensity`)."""
+        return normalise(images, self.config.data.intensity)
 
     def prepare(self, images) -> torch.Tensor:
         """Images of any accepted kind as one tensor [N, C, S, S]: uint8, or float already in [-1, 1].
 
         Accepts a path, an array ([H, W], [H, W, C] or [C, H, W]; uint8, or float in [0, 1]), a list of them, or a
-        tensor [N, C, S, S] (uint8, or float in [-1, 1]) at the model's size.
+        tensor [N, C, S, S] (uint8, or float in [-1, 1]) at the model's size. Paths and arrays are normalised
+        as the run's `data.intensity` says; a tensor is taken as the model's input already (as `read` gives).
         """
         if isinstance(images, torch.Tensor):
             expected = (self.channels, self.image_size, self.image_size)

@@ -59,6 +59,7 @@ class SAGANLoss:
     def __init__(self, generator: nn.Module, critic: nn.Module, cfg: LossConfig, rng: torch.Generator):
         self.generator, self.critic, self.cfg, self.rng = generator, critic, cfg, rng
         self.policy = augment.parse_policy(cfg.critic_augment)
+        self.image_policy = augment.parse_policy(cfg.image_augment, "loss.image_augment", augment.IMAGE_TRANSFORMS)
 
     def seen_by_critic(self, images: Tensor, draws: Tensor | None) -> Tensor:
         """What the critic is shown of `images`: themselves, or their augmentation when one is configured."""
@@ -70,8 +71,11 @@ class SAGANLoss:
         """The step's images, pseudo-anomalies included.
 
         FPI blends each normal with `sources` (other labelled normals, one per image), or with another image of
-        the batch when none are given.
+        the batch when none are given. With `image_augment` every image is first augmented on its own draw.
         """
+        if self.image_policy:
+            normal, unlabeled = self.augmented(normal), self.augmented(unlabeled)
+            sources = self.augmented(sources) if sources is not None else None
         options = {}
         if self.cfg.pseudo_anomaly == "fpi":
             options = {"core": self.cfg.fpi_core, "half_width": self.cfg.fpi_half_width, "sources": sources}
@@ -85,6 +89,11 @@ class SAGANLoss:
         if self.policy:
             draws = (augment.draw(normal.shape[0], self.rng), augment.draw(unlabeled.shape[0], self.rng))
         return Batch(normal, unlabeled, pseudo, mask, mix, *draws)
+
+    def augmented(self, images: Tensor) -> Tensor:
+        """`images` under the training images' augmentation, one draw each."""
+        draws = augment.draw(images.shape[0], self.rng)
+        return augment.apply(images, draws, self.image_policy, self.cfg.image_augment_p)
 
     def restorations(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """x'_u, x'_n, x'_p with gradients, through the generator as one batch.

@@ -19,6 +19,7 @@ from torch import Tensor
 from ..config import Config, DataConfig
 from ..errors import DataError
 from ..files import atomic_torch_save, load_tensors
+from .intensity import normalise
 from .sources import SHOWN, Source
 
 CACHE_VERSION = "1"  # bump when decoding changes, so old caches are not reused
@@ -90,8 +91,13 @@ def load_images(
     channels: int,
     skip_bad: bool = False,
     cache_dir: str | Path | None = None,
+    intensity: str = "none",
 ) -> ImageSet:
-    """Decode `ids` of `source` (or read them from the cache) into an ImageSet with the given label."""
+    """Decode `ids` of `source` (or read them from the cache) into an ImageSet with the given label.
+
+    The cache keeps the decoded pixels; `intensity` (data.intensity) is applied after it, so one cache serves
+    every normalisation.
+    """
     key_text = "\n".join([CACHE_VERSION, source.kind, str(source.root.resolve()), str(size), str(channels)])
     key = hashlib.sha256((key_text + "\n" + "\n".join(map(source.stamp, ids))).encode()).hexdigest()[:24]
     cache = Path(cache_dir) / f"{source.kind}-{size}px-{channels}ch-{key}.pt" if cache_dir else None
@@ -116,6 +122,7 @@ def load_images(
         images = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(shape, dtype=torch.uint8)
         if cache is not None:
             atomic_torch_save(cache, {"images": images, "ids": kept, "digests": digests, "skipped": skipped})
+    images = torch.from_numpy(normalise(images.numpy(), intensity))
     paths = [str(source.path_of(item) or item) for item in kept]
     labels = torch.full((len(kept),), label, dtype=torch.long)
     return ImageSet(images, list(kept), labels, paths, list(digests), list(skipped))
@@ -212,7 +219,7 @@ def build_training_data(source: Source, cfg: Config, cache_dir: str | Path | Non
     data, model, seed, val_max = cfg.data, cfg.model, cfg.train.seed, cfg.evaluation.val_max_images
     pools = source.pools
     load = lambda ids, label: load_images(  # noqa: E731
-        source, ids, label, model.image_size, model.channels, data.skip_bad, cache_dir
+        source, ids, label, model.image_size, model.channels, data.skip_bad, cache_dir, data.intensity
     )
     normal_ids = _draw(pools["train/0"], labeled_count(pools, data, str(source.root)), data.unlabeled_draw, seed + 2)
     n_normal, n_abnormal, n_unknown = unlabeled_counts(pools, data, str(source.root))
@@ -277,7 +284,10 @@ def load_split(source: Source, split: str, cfg: Config, cache_dir) -> ImageSet:
             kind = "normal" if label == 0 else "abnormal"
             raise DataError(f"{source.describe()}: the {split} split has no {kind} images ({split}/{label} is empty)")
         model = cfg.model
-        sets.append(load_images(source, ids, label, model.image_size, model.channels, cfg.data.skip_bad, cache_dir))
+        data = cfg.data
+        sets.append(
+            load_images(source, ids, label, model.image_size, model.channels, data.skip_bad, cache_dir, data.intensity)
+        )
     return ImageSet.concat(*sets)
 
 

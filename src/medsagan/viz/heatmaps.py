@@ -71,7 +71,8 @@ def gallery(model, source, ids: list[str], captions: list[str]) -> list[Image.Im
 
     if not ids:
         return []
-    images = torch.from_numpy(np.stack([source.decode(item, model.image_size, model.channels) for item in ids]))
+    decoded = np.stack([source.decode(item, model.image_size, model.channels) for item in ids])
+    images = torch.from_numpy(model.normalise(decoded))
     restored = model.score(images)
     vmax = model.heatmap_scale(restored)
     return [
