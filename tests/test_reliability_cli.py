@@ -108,7 +108,9 @@ def test_data_check_describes_the_validation_that_training_uses(tmp_path):
     planned = __import__("json").loads(result.output)["validation"]
     text = CliRunner().invoke(main, ["data", "check", "synthetic", "data.synthetic_count=24"]).output
     cfg = tiny_config()
-    trained = data_summary(build_training_data(open_source(cfg), cfg, tmp_path / "cache"), "")["validation"]
+    trained = data_summary(build_training_data(open_source(cfg), cfg, tmp_path / "cache"), "", "validation")[
+        "validation"
+    ]
     assert planned["kind"] == trained["kind"] == "aucp_heldout"
     assert (planned["held_out_normals"], planned["held_out_unlabeled"]) == (trained["normal"], trained["positive"])
     assert (

@@ -36,6 +36,7 @@ Precision = Literal["float32", "bfloat16", "auto"]
 MedMNISTTask = Literal["", "pneumoniamnist", "retinamnist", "breastmnist"]
 PresetName = Literal["paper", "fast", "baseline"]
 Upsample = Literal["transposed", "resize"]
+SelectBy = Literal["validation", "pseudo", "combined"]
 Intensity = Literal["none", "equalize", "clahe", "percentile"]
 
 
@@ -192,6 +193,10 @@ class EvaluationConfig:
     # The first iteration whose checkpoint may be chosen: a share of the run (< 1) or an iteration (>= 1); 0:
     # any. The paper does not say (the official code picks on the test set). A new run saves it as an iteration.
     select_from: float = key(0.0, ">= 0", added=0.0)
+    # The signal that chooses the checkpoint (evaluate/selection.py): "validation", the run's validation AUC
+    # (labelled val split, or label-free AUCp); "pseudo", held-out normals against pseudo-anomalies made from
+    # them; "combined", the mean of the two. Every validation logs all of them.
+    select_by: SelectBy = key("validation", added="validation")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from .devices import resolve_device, resolve_precision
 from .distributed import World, check_batch, local_device, start, stop, world_from_env
 from .errors import MedsaganError, RunError
 from .evaluate.calibration import calibrate
-from .evaluate.selection import DESCRIPTIONS, validation_metric
+from .evaluate.selection import describe, pseudo_validation, validation_metric
 from .files import RunLock, atomic_torch_save, atomic_write_text, check_output, load_tensors
 from .models import AnomalyDetector, build_generator
 from .records import Selection
@@ -37,7 +37,7 @@ __all__ = ["Trainer", "critic_step", "fit", "generator_step", "lr_factor", "plan
 log = logging.getLogger("medsagan")
 
 
-def data_summary(data: TrainingData, source_text: str) -> dict:
+def data_summary(data: TrainingData, source_text: str, select_by: str) -> dict:
     """RUN/data.json: what the run trained and selects on."""
     count = lambda s, label: int((s.labels == label).sum()) if s is not None else 0  # noqa: E731
     return {
@@ -50,7 +50,7 @@ def data_summary(data: TrainingData, source_text: str) -> dict:
         },
         "validation": {
             "kind": data.validation,
-            "selection": DESCRIPTIONS[data.validation],
+            "selection": describe(data.validation, select_by),
             "normal": len(data.val_normal) if data.val_normal else 0,
             "positive": len(data.val_positive) if data.val_positive else 0,
         },
@@ -161,7 +161,9 @@ def _train(
     data = build_training_data(source, cfg, run.cache_dir(cfg))
     if main:
         world.broadcast(None)
-        atomic_write_text(run.data, json.dumps(data_summary(data, source.describe()), indent=1))
+        atomic_write_text(
+            run.data, json.dumps(data_summary(data, source.describe(), cfg.evaluation.select_by), indent=1)
+        )
         run.save_digests(data.digests())
 
     # A time budget: measure this machine on a throw-away copy, then fix the iterations (budget.py).
@@ -176,7 +178,8 @@ def _train(
     # Build the networks, their optimisers, the sampler and the objective (the same on every rank).
     trainer = Trainer(cfg, device, data.normal.images, data.unlabeled.images, world)
     detector = AnomalyDetector(trainer.scored_generator)
-    description, select_from = DESCRIPTIONS[data.validation], selection_start(cfg)
+    description, select_from = describe(data.validation, cfg.evaluation.select_by), selection_start(cfg)
+    pseudo = pseudo_validation(data, cfg) if main else None
     if select_from > 0:
         description = f"{description}; among the checkpoints from iteration {select_from}"
 
@@ -222,14 +225,14 @@ def _train(
 
             # Validate (rank 0) and keep the best generator by the validation metric, from select_from on.
             if main and (step % t.validate_every == 0 or last):
-                result = validation_metric(detector, data)
+                result, signals = validation_metric(detector, data, cfg.evaluation.select_by, pseudo)
                 eligible = step >= select_from
                 if eligible and (result is None or best.value is None or result[1] > best.value):
                     best = Selection(step, result and result[0], result and result[1], description)
                     best_weights = {k: v.detach().clone() for k, v in trainer.scored_generator.state_dict().items()}
                     run.save_best(best_weights, best)
                 if result is not None:
-                    write_record(log_file, {"iteration": step, result[0]: result[1], "best_iteration": best.iteration})
+                    write_record(log_file, {"iteration": step, **signals, "best_iteration": best.iteration})
 
             # Checkpoint the whole training state (rank 0), the best weights so far included.
             if main and (step % t.checkpoint_every == 0 or last):
@@ -259,7 +262,9 @@ def resolve_time_budget(
     probe = Trainer(cfg, device, data.normal.images, data.unlabeled.images, world)
     detector = AnomalyDetector(probe.scored_generator)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    validate = (lambda: validation_metric(detector, data)) if world.is_main else (lambda: None)
+    pseudo = pseudo_validation(data, cfg) if world.is_main else None
+    select_by = cfg.evaluation.select_by
+    validate = (lambda: validation_metric(detector, data, select_by, pseudo)) if world.is_main else (lambda: None)
     probe.generator.train()
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".budget-") as folder:
         save = lambda: atomic_torch_save(Path(folder) / "probe.pt", probe.state_dict())  # noqa: E731
