@@ -19,8 +19,11 @@ from .config_parse import (  # noqa: F401  (re-exported: medsagan.config is wher
     MOVED,
     REPLACED,
     build,
+    key,
     merge,
+    parse_bounds,
     parse_overrides,
+    range_text,
     read_yaml,
     to_plain,
     yaml_problem,
@@ -38,32 +41,6 @@ PresetName = Literal["paper", "fast", "baseline"]
 Upsample = Literal["transposed", "resize"]
 SelectBy = Literal["validation", "pseudo", "combined"]
 Intensity = Literal["none", "equalize", "clahe", "percentile"]
-
-
-BOUNDS = re.compile(r"^(?:(>=|>) (\S+)|([\[(])(\S+), (\S+)([\])]))$")
-
-
-def key(default: Any, bounds: str = "", *, added: Any = dataclasses.MISSING) -> Any:
-    """A configuration field with its default, its allowed range and when it was added.
-
-    `bounds`: ">= 1", "> 0", "[0, 1)", "(0, 1]" and so on. `added`: for a key that runs saved before it existed
-    lack, the value that reproduces what such a run did.
-    """
-    metadata = {"bounds": bounds} if bounds else {}
-    if added is not dataclasses.MISSING:
-        metadata["added"] = added
-    return field(default=default, metadata=metadata)
-
-
-def parse_bounds(text: str) -> tuple[float, float | None, bool, bool]:
-    """Bounds as (low, high, low inclusive, high inclusive): "[0, 1)" -> (0, 1, True, False)."""
-    match = BOUNDS.match(text)
-    if match is None:
-        raise ValueError(f"bounds {text!r} are not of the form '>= 1', '> 0' or '[0, 1)'")
-    number = lambda text: int(float(text)) if float(text).is_integer() else float(text)  # noqa: E731
-    if match.group(1):
-        return number(match.group(2)), None, match.group(1) == ">=", True
-    return number(match.group(4)), number(match.group(5)), match.group(3) == "[", match.group(6) == "]"
 
 
 @dataclass(frozen=True)
@@ -308,12 +285,6 @@ RANGES: dict[str, tuple[float, float | None, bool, bool]] = {}
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-def _range_text(low, high, low_in, high_in) -> str:
-    if high is None:
-        return f">= {low}" if low_in else f"> {low}"
-    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
-
-
 def validate(cfg: Config) -> None:
     """Range and cross-field checks, so a wrong value fails when the config is built, not hours into a run."""
     for section in fields(cfg):
@@ -325,14 +296,14 @@ def validate(cfg: Config) -> None:
             numbers = value if isinstance(value, tuple) else (value,)
             if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
                 raise ConfigError(f"{section.name}.{item.name} = {value!r} is not a finite number; give a real value")
-    for key, (low, high, low_in, high_in) in RANGES.items():
-        section, name = key.split(".")
+    for dotted, (low, high, low_in, high_in) in RANGES.items():
+        section, name = dotted.split(".")
         value = getattr(getattr(cfg, section), name)
         too_low = value < low if low_in else value <= low
         too_high = high is not None and (value > high if high_in else value >= high)
         if too_low or too_high:
             raise ConfigError(
-                f"{key} = {value!r} is out of range; it must be {_range_text(low, high, low_in, high_in)}"
+                f"{dotted} = {value!r} is out of range; it must be {range_text(low, high, low_in, high_in)}"
             )
     if selection_start(cfg) > cfg.train.iterations:
         raise ConfigError(
@@ -392,8 +363,8 @@ _field_metadata()
 def migrate(values: dict[str, Any]) -> dict[str, Any]:
     """A saved run's config with moved keys in their new sections, and keys it predates as it ran."""
     values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
-    for key, value in ADDED.items():
-        section, name = key.split(".")
+    for dotted, value in ADDED.items():
+        section, name = dotted.split(".")
         if isinstance(values.get(section), dict):
             values[section].setdefault(name, value)
     for old, (new, convert) in REPLACED.items():

@@ -12,7 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import config as config_module
-from .config import PRESETS, RANGES, Config, _range_text
+from .config import PRESETS, RANGES, Config, range_text
 
 SECTIONS = ("model", "data", "loss", "train", "evaluation")
 HEADER = "| key | type | default | `fast` | range | what it is, and its source |"
@@ -86,7 +86,7 @@ def markdown() -> str:
             default = getattr(getattr(defaults, section), item.name)
             fast = PRESETS["fast"].get(section, {}).get(item.name, default)
             bounds = RANGES.get(key)
-            allowed = _range_text(*bounds) if bounds else ""
+            allowed = range_text(*bounds) if bounds else ""
             note = comments.get(key, "").replace("|", "\\|")
             fast_text = value_text(fast) if fast != default else ""
             cells = [f"`{key}`", type_text(hints[item.name]), value_text(default), fast_text, allowed, note]

@@ -7,15 +7,49 @@ moved or were replaced, so a saved run of an older version reads back.
 import contextlib
 import dataclasses
 import difflib
+import re
 import types
 import typing
-from dataclasses import fields
+from dataclasses import field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from .errors import ConfigError
+
+BOUNDS = re.compile(r"^(?:(>=|>) (\S+)|([\[(])(\S+), (\S+)([\])]))$")
+
+
+def key(default: Any, bounds: str = "", *, added: Any = dataclasses.MISSING) -> Any:
+    """A configuration field with its default, its allowed range and when it was added.
+
+    `bounds`: ">= 1", "> 0", "[0, 1)", "(0, 1]" and so on. `added`: for a key that runs saved before it existed
+    lack, the value that reproduces what such a run did.
+    """
+    metadata = {"bounds": bounds} if bounds else {}
+    if added is not dataclasses.MISSING:
+        metadata["added"] = added
+    return field(default=default, metadata=metadata)
+
+
+def parse_bounds(text: str) -> tuple[float, float | None, bool, bool]:
+    """Bounds as (low, high, low inclusive, high inclusive): "[0, 1)" -> (0, 1, True, False)."""
+    match = BOUNDS.match(text)
+    if match is None:
+        raise ValueError(f"bounds {text!r} are not of the form '>= 1', '> 0' or '[0, 1)'")
+    number = lambda text: int(float(text)) if float(text).is_integer() else float(text)  # noqa: E731
+    if match.group(1):
+        return number(match.group(2)), None, match.group(1) == ">=", True
+    return number(match.group(4)), number(match.group(5)), match.group(3) == "[", match.group(6) == "]"
+
+
+def range_text(low, high, low_in, high_in) -> str:
+    """Bounds as a reader writes them: ">= 1", "in [0, 1)"."""
+    if high is None:
+        return f">= {low}" if low_in else f"> {low}"
+    return f"in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
 
 SCALARS = {bool: (bool,), int: (int,), float: (int, float), str: (str, int, float)}
 
