@@ -2,10 +2,11 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from helpers import tiny_config
 from medsagan.data import sampler as sampler_module
-from medsagan.errors import RunError
+from medsagan.errors import ConfigError, RunError
 from medsagan.files import load_tensors
 from medsagan.train import fit, lr_factor
 
@@ -306,3 +307,20 @@ def test_a_lazy_penalty_runs_on_every_kth_critic_step_from_the_first():
     trainer = Trainer(cfg, torch.device("cpu"), images, images.flip(0))
     penalised = [step for step in range(1, 8) if "D/gp" in trainer.iteration(step)]
     assert penalised == [1, 4, 7]
+
+
+def test_a_schedule_in_epochs_sets_the_iterations_from_the_labelled_normals_and_saves_them(tmp_path):
+    run = fit(tiny_config(train={"epochs": 2.0, "lr_schedule": "linear"}), tmp_path / "run", progress=False)
+    schedule = json.loads((run / "data.json").read_text())["schedule"]
+    normals = json.loads((run / "data.json").read_text())["labelled_normals"]
+    expected = round(2.0 * normals / 4)
+    assert schedule == {"epochs": 2.0, "labelled_normals": normals, "iterations": expected}
+    saved = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert saved["iterations"] == expected and saved["epochs"] == 0.0
+    assert saved["lr_decay_start"] == round(0.5 * expected)  # the share became an iteration of the new length
+    assert max(iterations_logged(run)) == expected
+
+
+def test_a_length_given_twice_is_refused():
+    with pytest.raises(ConfigError, match=r"train\.time_budget and train\.epochs"):
+        tiny_config(train={"epochs": 3.0, "time_budget": "5m"})

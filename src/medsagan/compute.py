@@ -52,7 +52,9 @@ def counted_config(cfg: Config) -> Config:
 def training_compute(run_dir: str | Path) -> dict:
     """A finished run's counted compute: iterations x FLOPs per iteration, plus validation and calibration.
 
-    Each validation scores the held-out images once, and the final calibration scores them again.
+    Each validation scores the held-out images once, and pseudo-anomalies made from the held-out normals when
+    there are at least 2 (runs from before that signal existed did not: their logs lack val/pseudo); the final
+    calibration scores the held-out images again.
     """
     run = RunDir(run_dir)
     cfg = counted_config(run.load_config())
@@ -61,7 +63,8 @@ def training_compute(run_dir: str | Path) -> dict:
     images = held_out["normal"] + held_out["positive"]
     t = cfg.train
     validations = t.iterations // t.validate_every + (1 if t.iterations % t.validate_every else 0)
-    validation = generator_gflop_per_image(cfg) * images * (validations + 1)
+    pseudo = held_out["normal"] if held_out["normal"] >= 2 and '"val/pseudo"' in run.log.read_text() else 0
+    validation = generator_gflop_per_image(cfg) * (images * (validations + 1) + pseudo * validations)
     return {
         "iterations": t.iterations,
         "gflop_per_iteration": round(per_iteration, 2),

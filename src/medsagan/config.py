@@ -159,6 +159,10 @@ class TrainConfig:
     # A wall-clock budget such as "30m" or "1h30m" for a new run: a probe of this machine sets train.iterations so
     # that the decay ends on time; the run saves the chosen iterations with the budget cleared. "": off.
     time_budget: str = key("", added="")
+    # The run's length in passes over the labelled training normals instead of train.iterations, so that a small
+    # dataset is not trained for hundreds of passes: a new run sets iterations = round(epochs x normals /
+    # batch_size) and saves them with epochs cleared (data.json keeps the choice). 0: train.iterations.
+    epochs: float = key(0.0, ">= 0", added=0.0)
 
 
 @dataclass(frozen=True)
@@ -310,6 +314,8 @@ def validate(cfg: Config) -> None:
             f"evaluation.select_from = {cfg.evaluation.select_from:g} is past train.iterations = "
             f"{cfg.train.iterations}, so no checkpoint could be chosen; lower it or give a share of the run (< 1)"
         )
+    if cfg.train.time_budget and cfg.train.epochs:
+        raise ConfigError("train.time_budget and train.epochs both set the run's length; give one of them")
     if cfg.train.time_budget:
         from .budget import parse_duration
 

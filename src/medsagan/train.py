@@ -91,7 +91,7 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
         check_output(run_dir, kind="run")  # before any data is read or any folder made
     run, world = RunDir(run_dir), world_from_env()
     cfg = cfg.with_absolute_paths()
-    if not cfg.train.time_budget:
+    if not cfg.train.time_budget and not cfg.train.epochs:
         cfg = cfg.fixed_schedule()  # decay in iterations: a later --resume keeps it
     check_batch(world, cfg.train.batch_size)
     device = local_device(resolve_device(cfg.train.device), world)  # refused before any folder is made
@@ -159,11 +159,19 @@ def _train(
     if not main:
         world.broadcast(None)  # wait for rank 0 to decode and cache the images, then read its cache
     data = build_training_data(source, cfg, run.cache_dir(cfg))
+    schedule = {}
+    if t.epochs and state is None:
+        # A length in passes over the labelled normals: fix the iterations from the data, once, and save them.
+        schedule = {"epochs": t.epochs, "labelled_normals": len(data.normal)}
+        cfg = iterations_for_epochs(cfg, len(data.normal))
+        t = cfg.train
+        schedule["iterations"] = t.iterations
     if main:
         world.broadcast(None)
-        atomic_write_text(
-            run.data, json.dumps(data_summary(data, source.describe(), cfg.evaluation.select_by), indent=1)
-        )
+        if schedule:
+            cfg.save(run.config)
+        summary = data_summary(data, source.describe(), cfg.evaluation.select_by)
+        atomic_write_text(run.data, json.dumps({**summary, **({"schedule": schedule} if schedule else {})}, indent=1))
         run.save_digests(data.digests())
 
     # A time budget: measure this machine on a throw-away copy, then fix the iterations (budget.py).
@@ -245,6 +253,13 @@ def _train(
         chosen = AnomalyDetector(build_generator(cfg.model).to(device))
         chosen.generator.load_state_dict(best_weights)
         run.save_calibration(calibrate(chosen, data, cfg.evaluation, best))
+
+
+def iterations_for_epochs(cfg: Config, normals: int) -> Config:
+    """The config with train.iterations set to `train.epochs` passes over `normals` images and epochs cleared."""
+    t = cfg.train
+    iterations = max(1, round(t.epochs * normals / t.batch_size))
+    return cfg.replace(train={"iterations": iterations, "epochs": 0.0}).fixed_schedule()
 
 
 def resolve_time_budget(
