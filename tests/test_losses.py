@@ -62,6 +62,9 @@ def test_critic_and_generator_losses_follow_equations_3_to_7():
     restoration = ((0.5 * pseudo - normal) ** 2).mean()
     assert torch.isclose(g_loss, adversarial + 2.0 * identity + 3.0 * restoration, atol=1e-6)
     assert abs(g_stats["G/identity"].item() - identity.item()) < 1e-6
+    weighted = SAGANLoss(generator, critic, LossConfig(lambda_adv=0.25, lambda_id=2.0, lambda_rec=3.0), loss.rng)
+    g_weighted, _ = weighted.generator_loss(batch)
+    assert torch.isclose(g_weighted, 0.25 * adversarial + 2.0 * identity + 3.0 * restoration, atol=1e-6)
 
 
 def test_critic_step_does_not_backpropagate_into_the_generator():

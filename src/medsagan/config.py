@@ -99,6 +99,8 @@ class LossConfig:
 
     lambda_id: float = key(1.0, ">= 0")  # identity L1 weight, paper Eq. 6; official main.py lambda_id = 1
     lambda_rec: float = key(1.0, ">= 0")  # pseudo-anomaly restoration MSE weight, paper Eq. 6; official hard-coded 1
+    # weight of the generator's adversarial term; paper Eq. 6 weighs it 1 (official solver.py), as the paper preset
+    lambda_adv: float = key(1.0, ">= 0", added=1.0)
     lambda_gp: float = key(10.0, ">= 0")  # gradient penalty weight, paper Eq. 7; official main.py lambda_gp = 10
     # The penalty on every k-th critic step only, weighted k times (lazy regularisation, StyleGAN2); 1: the paper.
     gp_every: int = key(1, ">= 1", added=1)

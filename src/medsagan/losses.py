@@ -136,7 +136,7 @@ class SAGANLoss:
     def generator_loss(
         self, batch: Batch, restored: tuple[Tensor, Tensor, Tensor] | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """L^G = L_adv + lambda_id * L_id + lambda_rec * L_rec (Eq. 3-6).
+        """L^G = lambda_adv * L_adv + lambda_id * L_id + lambda_rec * L_rec (Eq. 3-6; the paper's lambda_adv is 1).
 
         `restored`: the `restorations(batch)` of the current generator, when already computed.
         """
@@ -144,7 +144,7 @@ class SAGANLoss:
         adversarial = -self.critic(self.seen_by_critic(restored_u, batch.augment_fake)).mean()
         identity = functional.l1_loss(restored_n, batch.normal)
         restoration = functional.mse_loss(restored_p, batch.normal)
-        loss = adversarial + self.cfg.lambda_id * identity + self.cfg.lambda_rec * restoration
+        loss = self.cfg.lambda_adv * adversarial + self.cfg.lambda_id * identity + self.cfg.lambda_rec * restoration
         stats = {
             "G/adversarial": adversarial.detach(),
             "G/identity": identity.detach(),
