@@ -134,3 +134,20 @@ def test_a_lazy_penalty_is_left_out_or_weighted_by_its_interval():
     penalised, _ = lazy.critic_loss(batch, penalize=True)
     assert torch.isclose(penalised, full_stats["D/wasserstein"] + 40.0 * full_stats["D/gp"])
     assert torch.isclose(full, full_stats["D/wasserstein"] + 10.0 * full_stats["D/gp"])
+
+
+def test_a_patch_restoration_term_averages_the_error_over_each_box_only():
+    cfg = LossConfig(restoration_region="patch")
+    loss = SAGANLoss(Half(), Linear(torch.full((1, 1, 4, 4), 0.25), b=0.0), cfg, torch.Generator().manual_seed(0))
+    normal = torch.rand(2, 1, 4, 4)
+    pseudo = normal + 0.5
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, :, :1, :1] = 1  # one pixel
+    mask[1, :, :2, :] = 1  # half the image
+    batch = Batch(normal, torch.rand(2, 1, 4, 4), pseudo, mask, torch.rand(2))
+    restored = 0.5 * pseudo
+    error = (restored - normal) ** 2
+    expected = (error[0, 0, 0, 0] + error[1, 0, :2].mean()) / 2
+    assert torch.isclose(loss.restoration(restored, batch), expected)
+    image = SAGANLoss(Half(), loss.critic, LossConfig(), loss.rng).restoration(restored, batch)
+    assert torch.isclose(image, error.mean())

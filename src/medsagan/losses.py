@@ -95,6 +95,17 @@ class SAGANLoss:
         draws = augment.draw(images.shape[0], self.rng)
         return augment.apply(images, draws, self.image_policy, self.cfg.image_augment_p)
 
+    def restoration(self, restored_p: Tensor, batch: Batch) -> Tensor:
+        """L_rec: the squared error of restored pseudo-anomalies against their normals.
+
+        Averaged over the image (Eq. 4) or, with restoration_region "patch", over each one's box, then the batch.
+        """
+        if self.cfg.restoration_region == "image":
+            return functional.mse_loss(restored_p, batch.normal)
+        mask = batch.pseudo_mask.to(restored_p.dtype).expand_as(restored_p).flatten(1)
+        error = (restored_p.float() - batch.normal.float()).pow(2).flatten(1)
+        return ((error * mask).sum(1) / mask.sum(1).clamp_min(1.0)).mean()
+
     def restorations(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """x'_u, x'_n, x'_p with gradients, through the generator as one batch.
 
@@ -143,7 +154,7 @@ class SAGANLoss:
         restored_u, restored_n, restored_p = restored if restored is not None else self.restorations(batch)
         adversarial = -self.critic(self.seen_by_critic(restored_u, batch.augment_fake)).mean()
         identity = functional.l1_loss(restored_n, batch.normal)
-        restoration = functional.mse_loss(restored_p, batch.normal)
+        restoration = self.restoration(restored_p, batch)
         loss = self.cfg.lambda_adv * adversarial + self.cfg.lambda_id * identity + self.cfg.lambda_rec * restoration
         stats = {
             "G/adversarial": adversarial.detach(),
