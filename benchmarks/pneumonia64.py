@@ -27,6 +27,7 @@ from medsagan import evaluate_run, fit, load_config
 from medsagan.compute import training_compute
 from medsagan.config import merge, parse_overrides
 from medsagan.files import atomic_write_text
+from medsagan.runs import RunDir
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medad-pneumonia64"
 
@@ -75,7 +76,7 @@ def main() -> None:
                 "sensitivity": result.at_threshold["sensitivity"],
                 "specificity": result.at_threshold["specificity"],
                 "threads": torch.get_num_threads(),
-                "iterations": cfg.train.iterations,
+                "iterations": RunDir(run_dir).load_config().train.iterations,  # as run (train.epochs resolves)
                 "test_images_left_out_as_copies_of_training": result.dropped_duplicates,
                 "selection": result.checkpoint.selection,
                 "test_auc_if_chosen_by": {k: round(v["test_auc"], 4) for k, v in picks.items()},
