@@ -107,9 +107,8 @@ def test_checkpoint_average_is_the_elementwise_mean_and_a_working_generator():
         assert torch.isfinite(generator(torch.zeros(1, 1, 64, 64))).all()
 
 
-def test_devset_takes_only_pool_images_the_run_never_saw_and_scores_every_kept_checkpoint(tmp_path):
-    import devset
-
+def medad_run(tmp_path):
+    """A tiny Med-AD folder with unused pool images, and a run on it that keeps every checkpoint."""
     from helpers import blob_image, tiny_config, write_png
     from medsagan.runs import RunDir
     from medsagan.train import fit
@@ -129,7 +128,13 @@ def test_devset_takes_only_pool_images_the_run_never_saw_and_scores_every_kept_c
     }
     (tmp_path / "data" / "data.json").write_text(json.dumps(index))
     cfg = tiny_config(data={"path": str(tmp_path / "data")}, train={"iterations": 4, "keep_checkpoints": 5})
-    run = RunDir(fit(cfg, tmp_path / "run", progress=False))
+    return RunDir(fit(cfg, tmp_path / "run", progress=False)), names
+
+
+def test_devset_takes_only_pool_images_the_run_never_saw_and_scores_every_kept_checkpoint(tmp_path):
+    import devset
+
+    run, names = medad_run(tmp_path)
 
     dev = devset.unused_pool_images(run, ratio=0.5)
     seen = run.load_digests()
@@ -144,6 +149,25 @@ def test_devset_takes_only_pool_images_the_run_never_saw_and_scores_every_kept_c
     assert [p["iteration"] for p in result["points"]] == [2, 4]
     assert all(0 <= p["dev_auc"] <= 1 for p in result["points"]) and result["chosen"]["iteration"] in (3, 4)
     assert json.loads((run.path / "devset.json").read_text())["dev_images"] == {"normal": 13, "abnormal": 13}
+
+
+def test_selection_signals_score_every_kept_checkpoint_and_each_signal_picks_its_own_maximum(tmp_path):
+    import selection_signals
+
+    run, _ = medad_run(tmp_path)
+    result = selection_signals.signal_points(run.path)
+    points = result["points"]
+    assert [p["iteration"] for p in points] == [2, 4]
+    for name in ("val/aucp", "val/pseudo", "val/combined"):
+        assert all(0 <= p[name] <= 1 for p in points)
+        pick = result["picks"][name]
+        assert pick["dev_auc"] == max(points, key=lambda p, name=name: p[name])["dev_auc"]
+        assert pick["good"] == (pick["dev_auc"] >= result["best_dev_auc"] - selection_signals.WITHIN)
+    for p in points:
+        assert p["val/combined"] == pytest.approx((p["val/aucp"] + p["val/pseudo"]) / 2)
+    table = selection_signals.summary({"tiny": result})
+    assert table.count("\n") == 3 and "| tiny |" in table and "picks within 0.01" in table
+    assert json.loads((run.path / "selection-signals.json").read_text())["picks"] == result["picks"]
 
 
 def test_trajectory_picks_the_first_best_checkpoint_from_each_start():
