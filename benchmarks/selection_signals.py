@@ -8,8 +8,9 @@ val split, or AUCp of held-out normals against held-out unlabelled images), the 
 normals against pseudo-anomalies made from them) and their mean. It also scores the development split: for
 Med-AD data the unused pool images of benchmarks/devset.py; for data with a labelled val split, that split
 (so there the validation signal is the judge itself, and only the pseudo signal is put to the test). Each
-signal picks the checkpoint where it is highest (from the run's select_from on); a pick is good when its dev
-AUC is within 0.01 of the best kept checkpoint's. Writes RUN/selection-signals.json and prints a summary.
+signal picks the checkpoint where it is highest (from the run's select_from on), beside the last checkpoint
+as a reference; a pick is good when its dev AUC is within 0.01 of the best kept checkpoint's. Writes
+RUN/selection-signals.json and prints a summary.
 """
 
 import argparse
@@ -54,14 +55,13 @@ def signal_points(run_dir: str | Path) -> dict:
     start = selection_start(cfg)
     eligible = [p for p in points if p["iteration"] >= start] or points
     best = max(p["dev_auc"] for p in eligible)
-    picks = {}
-    for name in (validation, PSEUDO, COMBINED):
-        pick = max(eligible, key=lambda p, name=name: p[name])  # the first of equals, as training keeps it
-        picks[name] = {
-            "iteration": pick["iteration"],
-            "dev_auc": pick["dev_auc"],
-            "good": bool(pick["dev_auc"] >= best - WITHIN),
-        }
+
+    def judged(point: dict) -> dict:
+        return {key: point[key] for key in ("iteration", "dev_auc")} | {"good": point["dev_auc"] >= best - WITHIN}
+
+    # max() keeps the first of equals, as training does.
+    picks = {name: judged(max(eligible, key=lambda p, name=name: p[name])) for name in (validation, PSEUDO, COMBINED)}
+    picks["last"] = judged(eligible[-1])
     result = {"validation": data.validation, "best_dev_auc": best, "points": points, "picks": picks}
     atomic_write_text(run.path / "selection-signals.json", json.dumps(result, indent=1))
     return result
@@ -69,7 +69,7 @@ def signal_points(run_dir: str | Path) -> dict:
 
 def summary(results: dict[str, dict]) -> str:
     """A Markdown table: per run, each signal's pick (iteration, dev AUC, good), and the share of good picks."""
-    names = ("validation", "pseudo", "combined")
+    names = ("validation", "pseudo", "combined", "last")
     keyed = lambda result: dict(zip(names, result["picks"].values(), strict=True))  # noqa: E731
     lines = [
         "| run | best dev AUC | " + " | ".join(f"{n}: pick (dev AUC)" for n in names) + " |",

@@ -165,6 +165,7 @@ def test_selection_signals_score_every_kept_checkpoint_and_each_signal_picks_its
         assert pick["good"] == (pick["dev_auc"] >= result["best_dev_auc"] - selection_signals.WITHIN)
     for p in points:
         assert p["val/combined"] == pytest.approx((p["val/aucp"] + p["val/pseudo"]) / 2)
+    assert result["picks"]["last"]["iteration"] == 4
     table = selection_signals.summary({"tiny": result})
     assert table.count("\n") == 3 and "| tiny |" in table and "picks within 0.01" in table
     assert json.loads((run.path / "selection-signals.json").read_text())["picks"] == result["picks"]
