@@ -13,7 +13,7 @@ from torch.nn import functional
 from . import augment
 from .config import LossConfig
 from .models.blocks import perfectly_restored
-from .pseudo_anomalies import make_pseudo_anomalies
+from .pseudo_anomalies import configured_pseudo_anomalies
 
 
 def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, mix: Tensor) -> Tensor:
@@ -76,10 +76,7 @@ class SAGANLoss:
         if self.image_policy:
             normal, unlabeled = self.augmented(normal), self.augmented(unlabeled)
             sources = self.augmented(sources) if sources is not None else None
-        options = {}
-        if self.cfg.pseudo_anomaly == "fpi":
-            options = {"core": self.cfg.fpi_core, "half_width": self.cfg.fpi_half_width, "sources": sources}
-        pseudo, mask = make_pseudo_anomalies(self.cfg.pseudo_anomaly, normal, self.rng, **options)
+        pseudo, mask = configured_pseudo_anomalies(self.cfg, normal, self.rng, sources)
         if unlabeled.shape[0] == 0:
             # Paper Table 4 "0_u": with no unlabelled images the pseudo-anomalies play their part.
             unlabeled = pseudo

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .config import LossConfig
 from .errors import ConfigError
 
 
@@ -103,3 +104,16 @@ def make_pseudo_anomalies(name: str, images: Tensor, rng: torch.Generator, **opt
     if name not in PSEUDO_ANOMALIES:
         raise ConfigError(f"loss.pseudo_anomaly {name!r} is unknown; choose one of {', '.join(PSEUDO_ANOMALIES)}")
     return PSEUDO_ANOMALIES[name](images, rng, **options)
+
+
+def configured_pseudo_anomalies(
+    cfg: LossConfig, images: Tensor, rng: torch.Generator, sources: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """The run's pseudo-anomalies (loss.pseudo_anomaly with its FPI settings) made from `images`.
+
+    FPI blends each image with `sources` (one per image), or with another image of the batch when none are given.
+    """
+    options = {}
+    if cfg.pseudo_anomaly == "fpi":
+        options = {"core": cfg.fpi_core, "half_width": cfg.fpi_half_width, "sources": sources}
+    return make_pseudo_anomalies(cfg.pseudo_anomaly, images, rng, **options)

@@ -159,19 +159,18 @@ def _train(
     if not main:
         world.broadcast(None)  # wait for rank 0 to decode and cache the images, then read its cache
     data = build_training_data(source, cfg, run.cache_dir(cfg))
-    schedule = {}
+    summary = data_summary(data, source.describe(), cfg.evaluation.select_by)
     if t.epochs and state is None:
         # A length in passes over the labelled normals: fix the iterations from the data, once, and save them.
-        schedule = {"epochs": t.epochs, "labelled_normals": len(data.normal)}
-        cfg = iterations_for_epochs(cfg, len(data.normal))
+        normals, epochs = len(data.normal), t.epochs
+        cfg = iterations_for_epochs(cfg, normals)
         t = cfg.train
-        schedule["iterations"] = t.iterations
+        summary["schedule"] = {"epochs": epochs, "labelled_normals": normals, "iterations": t.iterations}
     if main:
         world.broadcast(None)
-        if schedule:
+        if "schedule" in summary:
             cfg.save(run.config)
-        summary = data_summary(data, source.describe(), cfg.evaluation.select_by)
-        atomic_write_text(run.data, json.dumps({**summary, **({"schedule": schedule} if schedule else {})}, indent=1))
+        atomic_write_text(run.data, json.dumps(summary, indent=1))
         run.save_digests(data.digests())
 
     # A time budget: measure this machine on a throw-away copy, then fix the iterations (budget.py).

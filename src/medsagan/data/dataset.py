@@ -128,6 +128,12 @@ def load_images(
     return ImageSet(images, list(kept), labels, paths, list(digests), list(skipped))
 
 
+def load_configured(source: Source, ids: list[str], label: int, cfg: Config, cache_dir) -> ImageSet:
+    """load_images with the run's image size, channels, skip_bad and intensity normalisation."""
+    model, data = cfg.model, cfg.data
+    return load_images(source, ids, label, model.image_size, model.channels, data.skip_bad, cache_dir, data.intensity)
+
+
 def unlabeled_counts(pools: dict[str, list[str]], cfg: DataConfig, where: str = "") -> tuple[int, int, int]:
     """(normal, abnormal, unknown) sizes of the protocol's unlabelled set, or a DataError if impossible.
 
@@ -216,11 +222,9 @@ class TrainingData:
 
 def build_training_data(source: Source, cfg: Config, cache_dir: str | Path | None) -> TrainingData:
     """The protocol's training pools and validation data of `cfg` from `source` (never its test pools)."""
-    data, model, seed, val_max = cfg.data, cfg.model, cfg.train.seed, cfg.evaluation.val_max_images
+    data, seed, val_max = cfg.data, cfg.train.seed, cfg.evaluation.val_max_images
     pools = source.pools
-    load = lambda ids, label: load_images(  # noqa: E731
-        source, ids, label, model.image_size, model.channels, data.skip_bad, cache_dir, data.intensity
-    )
+    load = lambda ids, label: load_configured(source, ids, label, cfg, cache_dir)  # noqa: E731
     normal_ids = _draw(pools["train/0"], labeled_count(pools, data, str(source.root)), data.unlabeled_draw, seed + 2)
     n_normal, n_abnormal, n_unknown = unlabeled_counts(pools, data, str(source.root))
     if n_unknown:
@@ -283,11 +287,7 @@ def load_split(source: Source, split: str, cfg: Config, cache_dir) -> ImageSet:
         if not ids:
             kind = "normal" if label == 0 else "abnormal"
             raise DataError(f"{source.describe()}: the {split} split has no {kind} images ({split}/{label} is empty)")
-        model = cfg.model
-        data = cfg.data
-        sets.append(
-            load_images(source, ids, label, model.image_size, model.channels, data.skip_bad, cache_dir, data.intensity)
-        )
+        sets.append(load_configured(source, ids, label, cfg, cache_dir))
     return ImageSet.concat(*sets)
 
 

@@ -13,7 +13,7 @@ from ..config import Config
 from ..data.dataset import TrainingData, to_model_range, to_uint8
 from ..errors import ConfigError
 from ..models import AnomalyDetector
-from ..pseudo_anomalies import make_pseudo_anomalies, other_images
+from ..pseudo_anomalies import configured_pseudo_anomalies, other_images
 from .metrics import auc
 from .scoring import score_images
 
@@ -56,11 +56,8 @@ def pseudo_validation(data: TrainingData, cfg: Config) -> torch.Tensor | None:
         return None
     rng = torch.Generator().manual_seed(PSEUDO_SEED)
     normals = to_model_range(data.val_normal.images)
-    options = {}
-    if cfg.loss.pseudo_anomaly == "fpi":
-        options = {"core": cfg.loss.fpi_core, "half_width": cfg.loss.fpi_half_width}
-        options["sources"] = other_images(normals, rng)
-    pseudo, _ = make_pseudo_anomalies(cfg.loss.pseudo_anomaly, normals, rng, **options)
+    sources = other_images(normals, rng) if cfg.loss.pseudo_anomaly == "fpi" else None
+    pseudo, _ = configured_pseudo_anomalies(cfg.loss, normals, rng, sources)
     return torch.from_numpy(to_uint8(pseudo.numpy()))
 
 
