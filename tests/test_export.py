@@ -27,8 +27,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     base = tmp_path_factory.mktemp("export")
-    # CLAHE on, so the parity tests also check that the ONNX path normalises images as training did.
-    run = fit(tiny_config(data={"intensity": "clahe"}), base / "run", progress=False)
+    # CLAHE on, so the parity tests also check that the ONNX path normalises images as training did, and the
+    # logit residual, so they check that atanh exports.
+    run = fit(tiny_config(data={"intensity": "clahe"}, model={"residual": "logit"}), base / "run", progress=False)
     result = CliRunner().invoke(main, ["export", str(run), "--out", str(base / "model.onnx")])
     assert result.exit_code == 0, result.output
     return run, base / "model.onnx"

@@ -206,3 +206,33 @@ def test_resize_upsampling_replaces_every_transposed_conv_and_draws_no_checkerbo
     assert checkerboard.std() > 1e-3 and checkerboard[::2, ::2].std() < 1e-6  # a period-2 pattern
     assert flat.std() < 1e-6
     assert load_config().model.upsample == "transposed"  # the paper keeps the official layers
+
+
+def test_a_logit_residual_makes_a_zero_map_the_identity_and_a_masked_pixel_keep_its_input():
+    from medsagan.models.blocks import LOGIT_LIMIT, perfectly_restored, restore
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 16, 16) * 2 - 1
+    x[0, 0, 0] = -1.0  # a saturated background row: no finite map reproduces it with the paper's residual
+    zero = torch.zeros_like(x)
+    # The paper's x' = tanh(map + x) turns a zero map into tanh(x); the logit residual returns x.
+    assert torch.allclose(restore(zero, x, 1.0, training=False), torch.tanh(x))
+    kept = restore(zero, x, 1.0, training=False, residual="logit")
+    assert torch.allclose(kept, x.clamp(-LOGIT_LIMIT, LOGIT_LIMIT), atol=1e-6)
+    assert (kept - x).abs().max() <= 1e-3 + 1e-6
+    # In training the mask drops the map: a dropped pixel keeps its input, a kept one moves.
+    torch.manual_seed(1)
+    moved = restore(torch.ones_like(x), x, 0.5, training=True, residual="logit")
+    dropped = torch.isclose(moved, x.clamp(-LOGIT_LIMIT, LOGIT_LIMIT), atol=1e-6)
+    assert 0.35 < dropped.float().mean() < 0.65
+    assert (moved[~dropped] > x[~dropped]).all()
+    # A perfect restoration under the mask is the input, so the critic's real images need no mask noise.
+    assert torch.equal(perfectly_restored(x, 0.95, "logit"), x.clamp(-LOGIT_LIMIT, LOGIT_LIMIT))
+    # Both generators take the option; the paper keeps its residual.
+    for architecture in ("sagan", "baseline"):
+        overrides = {"model": {"architecture": architecture, "residual": "logit"}}
+        generator = build_generator(load_config(preset="fast", overrides=overrides).model).eval()
+        assert generator.residual == "logit"
+        out = generator(x)
+        assert out.shape == x.shape and out.abs().max() <= 1
+    assert load_config().model.residual == "input"

@@ -39,6 +39,7 @@ Precision = Literal["float32", "bfloat16", "auto"]
 MedMNISTTask = Literal["", "pneumoniamnist", "retinamnist", "breastmnist"]
 PresetName = Literal["paper", "fast", "baseline"]
 Upsample = Literal["transposed", "resize"]
+Residual = Literal["input", "logit"]
 RestorationRegion = Literal["image", "patch"]
 SelectBy = Literal["validation", "pseudo", "combined"]
 Intensity = Literal["none", "equalize", "clahe", "percentile"]
@@ -64,6 +65,9 @@ class ModelConfig:
     d_slope: float = key(0.01, "[0, 1)", added=0.01)
     # the decoder's doubling: "transposed" 4x4 stride-2 convs (official model.py), or "resize" (nearest, then 3x3)
     upsample: Upsample = key("transposed", added="transposed")
+    # what the map is added to before tanh: "input", x' = tanh(map + x) (paper Eq. 2, official), or "logit",
+    # x' = tanh(map + atanh(x)), where a zero map is the identity (docs/localisation.md)
+    residual: Residual = key("input", added="input")
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,9 @@ class SAGANLoss:
                 fake = self.generator(batch.unlabeled)
         real = batch.normal
         if self.cfg.critic_real_mask:
-            real = perfectly_restored(real, getattr(self.generator, "mask_keep", 1.0))
+            real = perfectly_restored(
+                real, getattr(self.generator, "mask_keep", 1.0), getattr(self.generator, "residual", "input")
+            )
         real, fake = self.seen_by_critic(real, batch.augment_real), self.seen_by_critic(fake, batch.augment_fake)
         wasserstein = self.critic(fake).mean() - self.critic(real).mean()
         stats = {"D/wasserstein": wasserstein.detach()}

@@ -13,7 +13,9 @@ from .patches import code_bits, merge_patches, position_codes, split_patches
 def build_generator(cfg: ModelConfig) -> nn.Module:
     """The generator a model config describes: SAGAN's (ACM + ARRM) or Brainomaly's baseline."""
     if cfg.architecture == "baseline":
-        return BrainomalyGenerator(cfg.image_size, cfg.channels, cfg.conv_dim, cfg.residual_blocks, cfg.upsample)
+        return BrainomalyGenerator(
+            cfg.image_size, cfg.channels, cfg.conv_dim, cfg.residual_blocks, cfg.upsample, cfg.residual
+        )
     return SAGANGenerator(
         cfg.image_size,
         cfg.channels,
@@ -24,6 +26,7 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
         cfg.arrm,
         cfg.mask_keep,
         cfg.upsample,
+        cfg.residual,
     )
 
 

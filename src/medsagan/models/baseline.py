@@ -24,6 +24,7 @@ class BrainomalyGenerator(nn.Module):
         conv_dim: int = 64,
         residual_blocks: int = 6,
         upsample: str = "transposed",
+        residual: str = "input",
     ):
         super().__init__()
         if image_size % 4 or image_size < 8:
@@ -31,7 +32,7 @@ class BrainomalyGenerator(nn.Module):
                 f"model.image_size {image_size} does not suit the baseline generator: it halves the image "
                 "twice and needs a multiple of 4, at least 8 (for example 32, 64, 128 or 256)."
             )
-        self.mask_keep = 1.0
+        self.mask_keep, self.residual = 1.0, residual
         self.main = nn.Sequential(
             conv_norm_relu(channels, conv_dim, 7, 1, 3),
             down(conv_dim, conv_dim * 2),
@@ -48,4 +49,4 @@ class BrainomalyGenerator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The restoration x' = tanh(x + map)."""
-        return restore(self.additive_map(x), x, self.mask_keep, self.training)
+        return restore(self.additive_map(x), x, self.mask_keep, self.training, self.residual)

@@ -115,24 +115,39 @@ class AttentionGate(nn.Module):
         return skip * self.attention(gating, skip)
 
 
-def restore(additive_map: Tensor, x: Tensor, keep: float, training: bool) -> Tensor:
-    """The restoration x' = tanh(G(x) + x) (paper Eq. 1-2).
+# Inputs are clipped this far inside [-1, 1] before atanh, so a saturated pixel has a finite logit (3.8).
+LOGIT_LIMIT = 1.0 - 1e-3
+
+
+def restore(additive_map: Tensor, x: Tensor, keep: float, training: bool, residual: str = "input") -> Tensor:
+    """The restoration x' = tanh(G(x) + x) (paper Eq. 1-2), or tanh(G(x) + atanh(x)) with residual "logit".
 
     G(x) = I(x)*delta + (1 - delta)*x with delta ~ Bernoulli(keep). The mask exists only in training mode:
     the official code also drew it at test time, which made its
     scores random. One delta per pixel, shared by the channels.
+
+    With "input" (the paper) a map of zero returns tanh(x), not x: to keep a normal pixel the network must
+    learn atanh(x) - x, which has no finite value at x = -1. With "logit" a map of zero is the identity and a
+    masked pixel keeps its input.
     """
+    if residual == "logit":
+        if training and keep < 1.0:
+            additive_map = additive_map * _keep_mask(x, keep)
+        return torch.tanh(additive_map + torch.atanh(x.clamp(-LOGIT_LIMIT, LOGIT_LIMIT)))
     if training and keep < 1.0:
         additive_map = torch.where(_keep_mask(x, keep), additive_map, x)
     return torch.tanh(additive_map + x)
 
 
-def perfectly_restored(x: Tensor, keep: float) -> Tensor:
+def perfectly_restored(x: Tensor, keep: float, residual: str = "input") -> Tensor:
     """The training-mode output of a generator that restores x exactly, for one fresh draw of the mask.
 
     x where the mask keeps the map, tanh(2x) where it puts x in its place. Fed to the critic as its real
     images, these carry the same mask noise as its fakes, so the noise alone cannot tell the two apart.
+    With residual "logit" a masked pixel keeps its input, so only the clipping is left to match.
     """
+    if residual == "logit":
+        return x.clamp(-LOGIT_LIMIT, LOGIT_LIMIT)
     if keep >= 1.0:
         return x
     return torch.where(_keep_mask(x, keep), x, torch.tanh(2 * x))

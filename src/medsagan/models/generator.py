@@ -26,6 +26,7 @@ class SAGANGenerator(nn.Module):
         arrm: attention-gated skips, decoder blocks and multi-level fusion; False decodes straight up.
         mask_keep: keep probability p of the training-time Bernoulli mask (paper Eq. 1; official 0.95).
         upsample: "transposed" (official 4x4 stride-2 transposed convs) or "resize" (doubling, then a 3x3 conv).
+        residual: "input", x' = tanh(map + x) (paper Eq. 2), or "logit", x' = tanh(map + atanh(x)).
 
     Shapes: x [B, C, S, S] in [-1, 1] -> x' [B, C, S, S] in [-1, 1].
     """
@@ -41,11 +42,12 @@ class SAGANGenerator(nn.Module):
         arrm: bool = True,
         mask_keep: float = 0.95,
         upsample: str = "transposed",
+        residual: str = "input",
     ):
         super().__init__()
         self.patches = patches if acm else 1
         check_geometry(image_size, self.patches)
-        self.acm, self.arrm, self.mask_keep = acm, arrm, mask_keep
+        self.acm, self.arrm, self.mask_keep, self.residual = acm, arrm, mask_keep, residual
         c1, c2, c3 = conv_dim * 2, conv_dim * 4, conv_dim * 8
 
         # Encoder; with ACM each level's output gets the patch's code and is fused back to its width.
@@ -100,7 +102,7 @@ class SAGANGenerator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The restoration x' = tanh(map + x), the random mask on the map in training mode (paper Eq. 1)."""
-        return restore(self.additive_map(x), x, self.mask_keep, self.training)
+        return restore(self.additive_map(x), x, self.mask_keep, self.training, self.residual)
 
 
 def cat(*tensors: Tensor) -> Tensor:
