@@ -151,3 +151,26 @@ def test_a_patch_restoration_term_averages_the_error_over_each_box_only():
     assert torch.isclose(loss.restoration(restored, batch), expected)
     image = SAGANLoss(Half(), loss.critic, LossConfig(), loss.rng).restoration(restored, batch)
     assert torch.isclose(image, error.mean())
+
+
+def test_the_smoothness_term_charges_speckle_and_not_a_repainted_region():
+    from medsagan.losses import total_variation
+
+    region = torch.zeros(1, 1, 16, 16)
+    region[..., 4:12, 4:12] = 0.5  # one repainted square: only its edge costs
+    speckle = torch.zeros(1, 1, 16, 16)
+    speckle[..., ::2, ::2] = 0.5  # the same pixels' worth of change, scattered
+    assert total_variation(torch.zeros(1, 1, 16, 16)) == 0
+    assert total_variation(speckle) > 3 * total_variation(region)
+    assert torch.isclose(total_variation(region), torch.tensor(2 * 0.5 * 16 / (16 * 15)))
+
+    # The generator loss adds lambda_tv times the variation of x' - x over unlabelled images and pseudo-anomalies.
+    normal, unlabeled = torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
+    batch = Batch(normal, unlabeled, normal.flip(0), torch.zeros(4, 1, 8, 8), torch.rand(4))
+    critic = Linear(torch.randn(1, 1, 8, 8))
+    plain, stats = SAGANLoss(Half(), critic, LossConfig(), torch.Generator()).generator_loss(batch)
+    assert "G/smoothness" not in stats
+    smooth, stats = SAGANLoss(Half(), critic, LossConfig(lambda_tv=2.0), torch.Generator()).generator_loss(batch)
+    expected = total_variation(torch.cat([-0.5 * unlabeled, -0.5 * normal.flip(0)]))
+    assert torch.isclose(stats["G/smoothness"], expected)
+    assert torch.isclose(smooth, plain + 2.0 * expected)

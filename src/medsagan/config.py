@@ -110,6 +110,8 @@ class LossConfig:
     restoration_region: RestorationRegion = key("image", added="image")
     # weight of the generator's adversarial term; paper Eq. 6 weighs it 1 (official solver.py), as the paper preset
     lambda_adv: float = key(1.0, ">= 0", added=1.0)
+    # weight of the total variation of x' - x on the unlabelled images and pseudo-anomalies; 0: the paper
+    lambda_tv: float = key(0.0, ">= 0", added=0.0)
     lambda_gp: float = key(10.0, ">= 0")  # gradient penalty weight, paper Eq. 7; official main.py lambda_gp = 10
     # The penalty on every k-th critic step only, weighted k times (lazy regularisation, StyleGAN2); 1: the paper.
     gp_every: int = key(1, ">= 1", added=1)

@@ -16,6 +16,12 @@ from .models.blocks import perfectly_restored
 from .pseudo_anomalies import configured_pseudo_anomalies
 
 
+def total_variation(change: Tensor) -> Tensor:
+    """Mean absolute difference of neighbouring pixels (rows and columns) of `change` [B, C, S, S]."""
+    rows = (change[..., 1:, :] - change[..., :-1, :]).abs().mean()
+    return rows + (change[..., 1:] - change[..., :-1]).abs().mean()
+
+
 def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, mix: Tensor) -> Tensor:
     """E[(||grad_x D(x_hat)||_2 - 1)^2] at x_hat = mix * real + (1 - mix) * fake, one mix per sample ([B])."""
     mix = mix.view(-1, *([1] * (real.dim() - 1)))
@@ -148,6 +154,9 @@ class SAGANLoss:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """L^G = lambda_adv * L_adv + lambda_id * L_id + lambda_rec * L_rec (Eq. 3-6; the paper's lambda_adv is 1).
 
+        With lambda_tv > 0, plus lambda_tv times the total variation of what the generator changes in the
+        unlabelled images and the pseudo-anomalies (x' - x): a restoration may repaint a region, not pixels.
+
         `restored`: the `restorations(batch)` of the current generator, when already computed.
         """
         restored_u, restored_n, restored_p = restored if restored is not None else self.restorations(batch)
@@ -159,6 +168,10 @@ class SAGANLoss:
             "G/adversarial": adversarial.detach(),
             "G/identity": identity.detach(),
             "G/restoration": restoration.detach(),
-            "G/loss": loss.detach(),
         }
+        if self.cfg.lambda_tv > 0:
+            smoothness = total_variation(torch.cat([restored_u - batch.unlabeled, restored_p - batch.pseudo]))
+            loss = loss + self.cfg.lambda_tv * smoothness
+            stats["G/smoothness"] = smoothness.detach()
+        stats["G/loss"] = loss.detach()
         return loss, stats
