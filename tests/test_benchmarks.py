@@ -200,3 +200,19 @@ def test_localisation_on_blended_normals_reads_only_test_normals_and_measures_th
         assert 0 <= result[key] <= 1, key
     assert result["normals_psnr"] > 0 and -1 <= result["normals_ssim"] <= 1 and 0 <= result["map_share_in_body"] <= 1
     assert result == bench.blended_normals(str(run), seed=0)  # seeded: the same blends every time
+
+
+def test_before_after_draws_a_row_per_image_and_two_columns_per_run(tmp_path):
+    from PIL import Image
+
+    import before_after
+    from helpers import tiny_config
+    from medsagan.inference import Detector
+    from medsagan.train import fit
+
+    run = str(fit(tiny_config(data={"synthetic_count": 48}), tmp_path / "run", progress=False))
+    images, labels = before_after.test_images(Detector.open(run, "cpu"), run, 2)
+    assert list(labels) == [0, 0, 1, 1] and images.dtype == torch.uint8
+    before_after.figure({"before": run, "after": run}, 2, tmp_path / "grid.png")
+    width, height = Image.open(tmp_path / "grid.png").size
+    assert (width, height) == (round(1.6 * 5 * 110), round(1.7 * 4 * 110))  # 5 columns, 4 rows at dpi 110
