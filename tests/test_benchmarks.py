@@ -203,9 +203,9 @@ def test_localisation_on_blended_normals_reads_only_test_normals_and_measures_th
 
 
 def test_before_after_draws_a_row_per_image_and_two_columns_per_run(tmp_path):
+    import before_after
     from PIL import Image
 
-    import before_after
     from helpers import tiny_config
     from medsagan.inference import Detector
     from medsagan.train import fit
