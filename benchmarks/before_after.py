@@ -14,12 +14,11 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from localisation import test_split
 from skimage.metrics import peak_signal_noise_ratio
 
-from medsagan.data.dataset import load_split, to_model_range
-from medsagan.data.sources import open_source
+from medsagan.data.dataset import to_model_range
 from medsagan.inference import Detector
-from medsagan.runs import RunDir
 from medsagan.viz.heatmaps import overlay, to_rgb
 
 matplotlib.use("Agg")
@@ -28,8 +27,7 @@ from matplotlib import pyplot
 
 def test_images(model: Detector, run: str, count: int) -> tuple[torch.Tensor, np.ndarray]:
     """The first `count` normal and abnormal test images of a run, as uint8 [N, C, S, S], and their labels."""
-    cfg = model.config
-    split = load_split(open_source(cfg), "test", cfg, RunDir(run).cache_dir(cfg))
+    split = test_split(model, run)
     labels = np.asarray(split.labels)
     picked = np.concatenate([np.flatnonzero(labels == label)[:count] for label in (0, 1)])
     return split.images[picked], labels[picked]

@@ -22,7 +22,7 @@ from skimage.filters import threshold_otsu
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from sklearn.metrics import roc_auc_score
 
-from medsagan.data.dataset import load_split, to_model_range, to_uint8
+from medsagan.data.dataset import ImageSet, load_split, to_model_range, to_uint8
 from medsagan.data.sources import open_source
 from medsagan.evaluate.localisation import localisation
 from medsagan.inference import Detector
@@ -30,11 +30,17 @@ from medsagan.pseudo_anomalies import fpi_blend
 from medsagan.runs import RunDir
 
 
+def test_split(model: Detector, run_dir: str) -> ImageSet:
+    """The run's test split, decoded as the run decodes its images (read from its cache when there)."""
+    cfg = model.config
+    return load_split(open_source(cfg), "test", cfg, RunDir(run_dir).cache_dir(cfg))
+
+
 def blended_normals(run_dir: str, seed: int) -> dict:
     """The localisation of pseudo-anomalies made from the run's test normals."""
     model = Detector.open(run_dir, "cpu")
+    images = test_split(model, run_dir)
     cfg = model.config
-    images = load_split(open_source(cfg), "test", cfg, RunDir(run_dir).cache_dir(cfg))
     normals = images.images[images.labels == 0]
     x = to_model_range(normals)
     rng = torch.Generator().manual_seed(seed)
