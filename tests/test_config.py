@@ -2,6 +2,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from medsagan.config import Config, decay_window, load_config, parse_overrides, selection_start
 from medsagan.errors import ConfigError
@@ -55,6 +56,11 @@ def test_defaults_are_the_papers():
 
 def test_paper_yaml_lists_exactly_the_defaults():
     assert load_config(CONFIGS / "paper.yaml").to_dict() == Config().to_dict()
+    listed = yaml.safe_load((CONFIGS / "paper.yaml").read_text())
+    every = Config().to_dict()
+    assert {s: sorted(keys) for s, keys in listed.items() if isinstance(keys, dict)} == {
+        s: sorted(keys) for s, keys in every.items() if isinstance(keys, dict)
+    }, "configs/paper.yaml must list every key, with its default"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

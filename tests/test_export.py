@@ -28,8 +28,10 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def exported(tmp_path_factory):
     base = tmp_path_factory.mktemp("export")
     # CLAHE on, so the parity tests also check that the ONNX path normalises images as training did, and the
-    # logit residual, so they check that atanh exports.
-    run = fit(tiny_config(data={"intensity": "clahe"}, model={"residual": "logit"}), base / "run", progress=False)
+    # logit residual and the map's blur and reference, so they check that atanh, the mirrored convolutions and
+    # the reference constant export.
+    model = {"residual": "logit", "map_sigma": 1.5, "map_reference": "normals"}
+    run = fit(tiny_config(data={"intensity": "clahe"}, model=model), base / "run", progress=False)
     result = CliRunner().invoke(main, ["export", str(run), "--out", str(base / "model.onnx")])
     assert result.exit_code == 0, result.output
     return run, base / "model.onnx"

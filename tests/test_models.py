@@ -1,5 +1,7 @@
+import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 
 from medsagan.config import load_config
 from medsagan.errors import ConfigError
@@ -9,6 +11,7 @@ from medsagan.models import (
     Critic,
     SAGANGenerator,
     build_critic,
+    build_detector,
     build_generator,
     count_parameters,
 )
@@ -65,6 +68,22 @@ def test_outputs_lie_in_minus_one_one_and_score_is_mean_half_l1():
     assert result.restored.min() >= -1 and result.restored.max() <= 1
     assert torch.allclose(result.score, ((x - result.restored).abs() / 2).mean(dim=(1, 2, 3)))
     assert result.anomaly_map.shape == (3, 1, 32, 32)
+
+
+def test_map_sigma_blurs_the_map_as_scipy_does_and_leaves_the_score_and_weights_alone():
+    torch.manual_seed(0)
+    generator = small().eval()
+    plain = AnomalyDetector(generator)
+    blurred = build_detector(load_config(overrides={"model": {"map_sigma": 2.0, "image_size": 32}}).model, generator)
+    x = torch.rand(3, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        raw, smooth = plain(x), blurred(x)
+    expected = np.stack([gaussian_filter(m[0], 2.0, mode="mirror") for m in raw.anomaly_map.numpy()])
+    np.testing.assert_allclose(smooth.anomaly_map[:, 0].numpy(), expected, atol=1e-6)
+    assert smooth.anomaly_map.std() < raw.anomaly_map.std()
+    assert torch.equal(smooth.score, raw.score)
+    assert torch.equal(smooth.restored, raw.restored)
+    assert blurred.state_dict().keys() == plain.state_dict().keys()  # a blurred run loads the same weights
 
 
 @pytest.mark.parametrize(("size", "patches"), [(32, 1), (32, 2), (64, 1), (64, 2), (64, 4), (128, 4), (256, 2)])

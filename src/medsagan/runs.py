@@ -7,6 +7,7 @@ RUN/log.jsonl                losses and validation metrics, one JSON object per 
 RUN/checkpoints/             full training states (state-<iteration>.pt), the last few
 RUN/best.pt                  generator weights chosen on validation data, with their Selection
 RUN/calibration.json         threshold and heatmap scale fitted for those weights (Calibration)
+RUN/reference.pt             the held-out normals' mean anomaly map for those weights (model.map_reference)
 RUN/evaluation/<split>/      metrics.json, scores.csv, curves.png, written by `medsagan evaluate`
 """
 
@@ -40,6 +41,7 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self.best = self.path / "best.pt"
         self.calibration = self.path / "calibration.json"
+        self.reference = self.path / "reference.pt"
 
     def __str__(self) -> str:
         return str(self.path)
@@ -192,6 +194,19 @@ class RunDir:
             ) from None
         return calibration if calibration.selection.iteration == selection.iteration else None
 
+    def save_reference(self, reference: Any, selection: Selection) -> None:
+        """Write reference.pt: the normals' mean map [1, S, S] fitted for the weights `selection` describes."""
+        atomic_torch_save(self.reference, {"map": reference, **selection.to_dict()})
+
+    def load_reference(self, selection: Selection) -> Any:
+        """The reference map fitted for the weights `selection` describes; None when there is none for them."""
+        if not self.reference.is_file():
+            return None
+        stored = load_tensors(self.reference)
+        if not isinstance(stored, dict) or "map" not in stored:
+            raise RunError(f"{self.reference}: corrupt; refit it with `medsagan train --resume {self.path}`")
+        return stored["map"] if Selection.from_dict(stored).iteration == selection.iteration else None
+
     # Training-image digests, for leakage checks without reloading the training pools -----------------------
 
     def save_digests(self, digests: dict[str, str]) -> None:
@@ -211,7 +226,7 @@ class RunDir:
 def load_detector(run_dir: str | Path, device: str = "auto"):
     """The selected generator of a run as a detector in eval mode, with the run's config and Selection."""
     from .devices import resolve_device
-    from .models import AnomalyDetector, build_generator
+    from .models import build_detector, build_generator
 
     run = RunDir(run_dir)
     cfg = run.load_config()
@@ -225,5 +240,11 @@ def load_detector(run_dir: str | Path, device: str = "auto"):
         raise RunError(
             f"{run.best}: its weights do not fit the generator that {run.config} describes ({first})"
         ) from None
-    detector = AnomalyDetector(generator).to(resolve_device(device)).eval()
-    return detector, cfg, selection
+    detector = build_detector(cfg.model, generator)
+    if cfg.model.map_reference == "normals":
+        # A run still training has neither a reference nor a calibration for its newest best.pt: its maps are
+        # then unreferenced, as its scores are uncalibrated. A calibrated run without one is broken.
+        detector.reference = run.load_reference(selection)
+        if detector.reference is None and run.load_calibration(selection) is not None:
+            raise RunError(f"{run.reference}: missing; refit it with `medsagan train --resume {run.path}`")
+    return detector.to(resolve_device(device)).eval(), cfg, selection

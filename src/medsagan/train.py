@@ -23,10 +23,10 @@ from .data.sources import open_source
 from .devices import resolve_device, resolve_precision
 from .distributed import World, check_batch, local_device, start, stop, world_from_env
 from .errors import MedsaganError, RunError
-from .evaluate.calibration import calibrate
+from .evaluate.calibration import calibrate, fit_reference
 from .evaluate.selection import describe, pseudo_validation, validation_metric
 from .files import RunLock, atomic_torch_save, atomic_write_text, check_output, load_tensors
-from .models import AnomalyDetector, build_generator
+from .models import build_detector, build_generator
 from .records import Selection
 from .runs import RunDir
 from .trainer import Trainer, critic_step, generator_step, lr_factor
@@ -184,7 +184,7 @@ def _train(
 
     # Build the networks, their optimisers, the sampler and the objective (the same on every rank).
     trainer = Trainer(cfg, device, data.normal.images, data.unlabeled.images, world)
-    detector = AnomalyDetector(trainer.scored_generator)
+    detector = build_detector(cfg.model, trainer.scored_generator)
     description, select_from = describe(data.validation, cfg.evaluation.select_by), selection_start(cfg)
     pseudo = pseudo_validation(data, cfg) if main else None
     if select_from > 0:
@@ -247,10 +247,13 @@ def _train(
                 run.save_state(step, {**snapshot, "best_generator": best_weights}, t.keep_checkpoints)
     bar.close()
 
-    # Done: calibrate the threshold and heatmap scale with the selected generator.
+    # Done: fit the map's reference, the threshold and the heatmap scale with the selected generator.
     if main:
-        chosen = AnomalyDetector(build_generator(cfg.model).to(device))
+        chosen = build_detector(cfg.model, build_generator(cfg.model).to(device))
         chosen.generator.load_state_dict(best_weights)
+        if cfg.model.map_reference == "normals":
+            chosen.reference = fit_reference(chosen, data)
+            run.save_reference(chosen.reference, best)
         run.save_calibration(calibrate(chosen, data, cfg.evaluation, best))
 
 
@@ -274,7 +277,7 @@ def resolve_time_budget(
     saved_cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
     begin = time.perf_counter()
     probe = Trainer(cfg, device, data.normal.images, data.unlabeled.images, world)
-    detector = AnomalyDetector(probe.scored_generator)
+    detector = build_detector(cfg.model, probe.scored_generator)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     pseudo = pseudo_validation(data, cfg) if world.is_main else None
     select_by = cfg.evaluation.select_by

@@ -30,6 +30,11 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
     )
 
 
+def build_detector(cfg: ModelConfig, generator: nn.Module) -> AnomalyDetector:
+    """The detector a model config describes around `generator` (its map blur, model.map_sigma)."""
+    return AnomalyDetector(generator, cfg.map_sigma, cfg.image_size)
+
+
 def build_critic(cfg: ModelConfig) -> Critic:
     """The WGAN-GP critic a model config describes."""
     return Critic(cfg.image_size, cfg.channels, cfg.d_conv_dim, cfg.d_layers, cfg.d_slope)
@@ -48,6 +53,7 @@ __all__ = [
     "SAGANGenerator",
     "anomaly_map",
     "build_critic",
+    "build_detector",
     "build_generator",
     "check_geometry",
     "code_bits",
