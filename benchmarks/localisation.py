@@ -7,9 +7,10 @@ makes pseudo-anomalies (the run's own FPI settings, a fixed seed); the other hal
 scored with the run's selected generator, and the maps are measured against the blended boxes (pixel AUROC,
 AUPRO, pointing game, Dice and IoU at the run's heatmap scale), with the image-level AUC of blended against
 untouched normals. On the untouched normals it also measures the restoration (scikit-image): PSNR and SSIM
-of restored against input, and the share of the anomaly map's sum that lies inside the body (Otsu's
-threshold of the input, its holes filled). Test normals only: no abnormal test image and no test label
-beyond "normal" is read. Prints one JSON object per run (and a Markdown row with --markdown).
+of restored against input, and the share of the anomaly map's sum (of its positive part, where the map is
+less a reference) that lies inside the body (Otsu's threshold of the input, its holes filled). Test normals
+only: no abnormal test image and no test label beyond "normal" is read. Prints one JSON object per run (and a
+Markdown row with --markdown).
 """
 
 import argparse
@@ -68,7 +69,8 @@ def restoration_quality(images: np.ndarray, restorations: np.ndarray, maps: np.n
         ssim.append(structural_similarity(x, restored, data_range=2.0, channel_axis=0))
         grey = x.mean(axis=0)
         body = ndimage.binary_fill_holes(grey > threshold_otsu(grey))  # the lungs are dark, but inside
-        inside.append(float(amap[body].sum() / max(amap.sum(), 1e-12)))
+        excess = amap.clip(0)  # a map less its normals' reference is negative where an image beats them
+        inside.append(float(excess[body].sum() / max(excess.sum(), 1e-12)))
     return {
         "normals_psnr": float(np.mean(psnr)),
         "normals_ssim": float(np.mean(ssim)),

@@ -36,7 +36,8 @@ def run_metadata(model: Detector) -> dict[str, str]:
         "channels": str(cfg.model.channels),
         "input_range": "[-1, 1]: uint8 pixels / 127.5 - 1 after resizing (PIL bilinear) and intensity",
         "intensity": cfg.data.intensity,
-        "score": "mean of the anomaly map |x - x'| / 2; abnormal when score >= threshold",
+        "score": "mean of |x - x'| / 2 over the image; abnormal when score >= threshold",
+        "anomaly_map": model.map_name,
         "selection": json.dumps(selection.to_dict()),
         "config": json.dumps(cfg.to_dict()),
     }

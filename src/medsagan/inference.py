@@ -107,6 +107,14 @@ class Detector:
         """Deterministic scores (with anomaly maps and restorations when `keep_maps`) of `images`."""
         return self.backend(self.prepare(images), keep_maps)
 
+    @property
+    def map_name(self) -> str:
+        """What the heatmap shows, for captions: the map and what was done to it (model.map_*)."""
+        model = self.config.model
+        blurred = f" blurred (sigma {model.map_sigma:g} px)" if model.map_sigma > 0 else ""
+        less = " less the held-out normals' mean" if model.map_reference == "normals" else ""
+        return f"|x - x'|/2{blurred}{less}"
+
     def heatmap_scale(self, scores: Scores) -> float:
         """The colour scale of heatmaps: fitted on validation normals, else these images' own maps."""
         return self.heatmap_vmax or float(np.quantile(scores.maps, HEATMAP_QUANTILE))

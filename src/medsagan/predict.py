@@ -121,7 +121,7 @@ def predict(
             row["panel"] = str(
                 save_panel(
                     out_dir / "panels" / names[i],
-                    panel(image, result.restored[i], result.maps[i], vmax, caption, smooth),
+                    panel(image, result.restored[i], result.maps[i], vmax, caption, smooth, model.map_name),
                 )
             )
         rows.append(row)

@@ -115,7 +115,8 @@ def score_one(model, image: np.ndarray, name: str) -> dict:
     abnormal = None if verdict is None else verdict == "abnormal"
     vmax = model.heatmap_scale(result)
     x = to_model_range(torch.tensor(image)).numpy()
-    picture = panel(x, result.restored[0], result.maps[0], vmax, f"{name}  score {score:.4f}  {verdict or ''}")
+    caption = f"{name}  score {score:.4f}  {verdict or ''}"
+    picture = panel(x, result.restored[0], result.maps[0], vmax, caption, map_name=model.map_name)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return {

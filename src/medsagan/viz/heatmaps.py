@@ -33,10 +33,17 @@ def overlay(image: np.ndarray, amap: np.ndarray, vmax: float) -> np.ndarray:
 
 
 def panel(
-    image: np.ndarray, restored: np.ndarray, amap: np.ndarray, vmax: float, caption: str, smooth: float = 0.0
+    image: np.ndarray,
+    restored: np.ndarray,
+    amap: np.ndarray,
+    vmax: float,
+    caption: str,
+    smooth: float = 0.0,
+    map_name: str = "|x - x'|/2",
 ) -> Image.Image:
     """One PIL image: a caption line over [input | restored | heatmap], each PANEL_SIDE px wide.
 
+    `map_name`: what the map is (the inference Detector's `map_name`), for the legend line.
     `smooth`: the heatmap drawn blurred by a Gaussian of this sigma in pixels, for reading only; the score and
     the saved maps never change.
     """
@@ -53,7 +60,8 @@ def panel(
     draw = ImageDraw.Draw(canvas)
     draw.text((4, 2), caption, fill="black")
     blurred = f", drawn blurred (sigma {smooth:g} px)" if smooth > 0 else ""
-    draw.text((4, 17), f"input | restored | |x - x'|/2, colour scale 0 to {vmax:.3f}{blurred}", fill="dimgray")
+    legend = f"input | restored | {map_name}, colour scale 0 to {vmax:.3f}{blurred}"
+    draw.text((4, 17), legend, fill="dimgray")
     return canvas
 
 
@@ -76,6 +84,13 @@ def gallery(model, source, ids: list[str], captions: list[str]) -> list[Image.Im
     restored = model.score(images)
     vmax = model.heatmap_scale(restored)
     return [
-        panel(to_model_range(images[i]).numpy(), restored.restored[i], restored.maps[i], vmax, captions[i])
+        panel(
+            to_model_range(images[i]).numpy(),
+            restored.restored[i],
+            restored.maps[i],
+            vmax,
+            captions[i],
+            map_name=model.map_name,
+        )
         for i in range(len(ids))
     ]
