@@ -26,6 +26,7 @@ LAYERS = [
         "budget",
         "config",
         "config_parse",
+        "presets",
     },
     {"data", "models", "pseudo_anomalies", "distributed"},
     {"losses", "runs", "evaluate"},
