@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medsagan.data.dataset import build_training_data, load_split, without_duplicates
 from medsagan.data.sources import open_source
 from medsagan.evaluate.metrics import auc, average_precision
 from medsagan.evaluate.scoring import score_images
 from medsagan.files import atomic_write_text
+from medsagan.models.detector import GaussianBlur
 from medsagan.runs import RunDir, load_detector
 
 TOP_FRACTIONS = (1.0, 0.25, 0.1, 0.05, 0.01)
@@ -29,17 +29,11 @@ BLUR_SIGMAS = (0.0, 1.0, 2.0, 4.0)
 
 
 def blur(maps: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of [N, S, S] maps with reflect padding (radius 3 sigma)."""
+    """Gaussian blur of [N, S, S] maps: the detector's own (model.map_sigma), mirrored at the border."""
     if sigma == 0:
         return maps
-    radius = int(np.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = (kernel / kernel.sum()).float()
-    t = torch.from_numpy(maps).float()[:, None]
-    t = F.conv2d(F.pad(t, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    t = F.conv2d(F.pad(t, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-    return t[:, 0].numpy()
+    with torch.no_grad():
+        return GaussianBlur(sigma, maps.shape[-1])(torch.from_numpy(maps).float()[:, None])[:, 0].numpy()
 
 
 def aggregate(maps: np.ndarray, sigma: float, fraction: float) -> np.ndarray:
