@@ -216,3 +216,23 @@ def test_before_after_draws_a_row_per_image_and_two_columns_per_run(tmp_path):
     before_after.figure({"before": run, "after": run}, 2, tmp_path / "grid.png")
     width, height = Image.open(tmp_path / "grid.png").size
     assert (width, height) == (round(1.6 * 5 * 110), round(1.7 * 4 * 110))  # 5 columns, 4 rows at dpi 110
+
+
+def test_remap_refits_a_runs_maps_without_retraining_and_keeps_its_scores(tmp_path):
+    import remap
+    from helpers import tiny_config
+
+    from medsagan import fit
+    from medsagan.evaluate.scoring import score_images
+    from medsagan.runs import RunDir, load_detector
+
+    run = fit(tiny_config(), tmp_path / "run", progress=False)
+    with pytest.raises(SystemExit, match="only model.map_"):
+        remap.remap(str(run), str(tmp_path / "no"), ["train.iterations=9"])
+    copy = remap.remap(str(run), str(tmp_path / "copy"), ["model.map_sigma=1", "model.map_reference=normals"])
+    assert not (RunDir(run).reference).exists() and (RunDir(copy).reference).is_file()
+    assert RunDir(copy).load_config().model.map_sigma == 1.0
+    images = torch.randint(0, 256, (4, 1, 32, 32), dtype=torch.uint8)
+    original, remapped = (score_images(load_detector(r, "cpu")[0], images, keep_maps=True) for r in (run, copy))
+    np.testing.assert_array_equal(original.scores, remapped.scores)
+    assert not np.allclose(original.maps, remapped.maps)
