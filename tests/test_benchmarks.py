@@ -220,14 +220,14 @@ def test_before_after_draws_a_row_per_image_and_two_columns_per_run(tmp_path):
 
 def test_remap_refits_a_runs_maps_without_retraining_and_keeps_its_scores(tmp_path):
     import remap
-    from helpers import tiny_config
 
+    from helpers import tiny_config
     from medsagan import fit
     from medsagan.evaluate.scoring import score_images
     from medsagan.runs import RunDir, load_detector
 
     run = fit(tiny_config(), tmp_path / "run", progress=False)
-    with pytest.raises(SystemExit, match="only model.map_"):
+    with pytest.raises(SystemExit, match=r"only model\.map_"):
         remap.remap(str(run), str(tmp_path / "no"), ["train.iterations=9"])
     copy = remap.remap(str(run), str(tmp_path / "copy"), ["model.map_sigma=1", "model.map_reference=normals"])
     assert not (RunDir(run).reference).exists() and (RunDir(copy).reference).is_file()
