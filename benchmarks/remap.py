@@ -12,10 +12,8 @@ import argparse
 import shutil
 from pathlib import Path
 
-import yaml
-
 from medsagan import fit
-from medsagan.config import parse_overrides
+from medsagan.config import load_config, merge, parse_overrides
 from medsagan.runs import RunDir
 
 DEFAULTS = ["model.map_sigma=2", "model.map_reference=normals"]
@@ -37,10 +35,10 @@ def remap(run_dir: str, out: str, overrides: list[str]) -> Path:
         if item.is_file():
             shutil.copy2(item, target / item.name)
     shutil.copy2(states[-1], target / "checkpoints" / states[-1].name)
-    config = yaml.safe_load((target / "config.yaml").read_text())
-    config["model"].update(changes["model"])
-    (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    fit(RunDir(target).load_config(), target, resume=True, progress=False)  # a saved run's keys, not the preset's
+    # Every key of the saved run, then the changes, through the typed loader: no preset default slips in.
+    cfg = load_config(overrides=merge(RunDir(target).load_config().to_dict(), changes))
+    cfg.save(RunDir(target).config)
+    fit(cfg, target, resume=True, progress=False)
     return target
 
 

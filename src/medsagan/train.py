@@ -26,7 +26,7 @@ from .errors import MedsaganError, RunError
 from .evaluate.calibration import calibrate, fit_reference
 from .evaluate.selection import describe, pseudo_validation, validation_metric
 from .files import RunLock, atomic_torch_save, atomic_write_text, check_output, load_tensors
-from .models import build_detector, build_generator
+from .models import AnomalyDetector, build_detector, build_generator
 from .records import Selection
 from .runs import RunDir
 from .trainer import Trainer, critic_step, generator_step, lr_factor
@@ -184,7 +184,8 @@ def _train(
 
     # Build the networks, their optimisers, the sampler and the objective (the same on every rank).
     trainer = Trainer(cfg, device, data.normal.images, data.unlabeled.images, world)
-    detector = build_detector(cfg.model, trainer.scored_generator)
+    # Selection reads scores only, which the map's blur and reference never change: a plain detector.
+    detector = AnomalyDetector(trainer.scored_generator)
     description, select_from = describe(data.validation, cfg.evaluation.select_by), selection_start(cfg)
     pseudo = pseudo_validation(data, cfg) if main else None
     if select_from > 0:
@@ -277,7 +278,7 @@ def resolve_time_budget(
     saved_cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
     begin = time.perf_counter()
     probe = Trainer(cfg, device, data.normal.images, data.unlabeled.images, world)
-    detector = build_detector(cfg.model, probe.scored_generator)
+    detector = AnomalyDetector(probe.scored_generator)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     pseudo = pseudo_validation(data, cfg) if world.is_main else None
     select_by = cfg.evaluation.select_by
