@@ -9,6 +9,7 @@ from medsagan import fit
 from medsagan.data.dataset import build_training_data
 from medsagan.data.sources import open_source
 from medsagan.errors import RunError
+from medsagan.evaluate.calibration import calibrate, fit_reference
 from medsagan.evaluate.scoring import score_images
 from medsagan.inference import Detector
 from medsagan.runs import RunDir, load_detector
@@ -34,6 +35,20 @@ def test_the_reference_is_the_held_out_normals_mean_map_and_leaves_scores_alone(
     np.testing.assert_array_equal(referenced.scores, plain.scores)
     # The heatmap scale was fitted on the referenced maps, so it sits near zero, far under the plain maps'.
     assert Detector.open(run, "cpu").heatmap_vmax < np.quantile(plain.maps, 0.999)
+
+
+def test_the_normals_scored_while_fitting_the_reference_calibrate_as_a_second_pass_would(referenced_run):
+    run, cfg = referenced_run
+    detector, _, selection = load_detector(run, "cpu")
+    data = build_training_data(open_source(cfg), cfg, RunDir(run).cache_dir(cfg))
+    detector.reference = None
+    reference, normals_scored = fit_reference(detector, data)
+    detector.reference = reference
+    one_pass = calibrate(detector, data, cfg.evaluation, selection, normals_scored)
+    two_passes = calibrate(detector, data, cfg.evaluation, selection)
+    assert one_pass.threshold == pytest.approx(two_passes.threshold, abs=1e-7)
+    assert one_pass.heatmap_vmax == pytest.approx(two_passes.heatmap_vmax, abs=1e-6)
+    assert one_pass.heatmap_vmax == pytest.approx(Detector.open(run, "cpu").heatmap_vmax, abs=1e-6)
 
 
 def test_a_calibrated_run_without_its_reference_is_a_clear_error(referenced_run, tmp_path):

@@ -252,10 +252,11 @@ def _train(
     if main:
         chosen = build_detector(cfg.model, build_generator(cfg.model).to(device))
         chosen.generator.load_state_dict(best_weights)
+        normals_scored = None
         if cfg.model.map_reference == "normals":
-            chosen.reference = fit_reference(chosen, data)
+            chosen.reference, normals_scored = fit_reference(chosen, data)
             run.save_reference(chosen.reference, best)
-        run.save_calibration(calibrate(chosen, data, cfg.evaluation, best))
+        run.save_calibration(calibrate(chosen, data, cfg.evaluation, best, normals_scored))
 
 
 def iterations_for_epochs(cfg: Config, normals: int) -> Config:

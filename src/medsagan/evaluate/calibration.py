@@ -7,7 +7,7 @@ from ..config import EvaluationConfig
 from ..data.dataset import TrainingData
 from ..models import AnomalyDetector
 from ..records import Calibration, Selection
-from .scoring import score_images
+from .scoring import Scores, score_images
 from .thresholds import normal_quantile, youden
 
 HEATMAP_QUANTILE = 0.999  # the colour scale tops out at this quantile of the validation normals' map pixels
@@ -18,18 +18,30 @@ def held_out_normals(data: TrainingData):
     return data.val_normal if data.val_normal is not None else data.normal
 
 
-def fit_reference(detector: AnomalyDetector, data: TrainingData) -> torch.Tensor:
-    """The mean anomaly map [1, S, S] of the held-out normals, by the detector as it is without a reference."""
+def fit_reference(detector: AnomalyDetector, data: TrainingData) -> tuple[torch.Tensor, Scores]:
+    """The held-out normals' mean anomaly map [1, S, S], by the detector as it is without a reference.
+
+    Also returns those normals scored as the detector with the reference scores them (maps less the
+    reference), so calibration needs no second pass over them.
+    """
     if detector.reference is not None:
         raise ValueError("fit_reference needs a detector without a reference")
-    maps = score_images(detector, held_out_normals(data).images, keep_maps=True).maps
-    return torch.from_numpy(maps.mean(axis=0, dtype=np.float64).astype(np.float32))[None]
+    scored = score_images(detector, held_out_normals(data).images, keep_maps=True)
+    reference = scored.maps.mean(axis=0, dtype=np.float64).astype(np.float32)
+    return torch.from_numpy(reference)[None], Scores(scored.scores, scored.maps - reference, scored.restored)
 
 
 def calibrate(
-    detector: AnomalyDetector, data: TrainingData, cfg: EvaluationConfig, selection: Selection
+    detector: AnomalyDetector,
+    data: TrainingData,
+    cfg: EvaluationConfig,
+    selection: Selection,
+    normals_scored: Scores | None = None,
 ) -> Calibration:
-    """Youden's J on a labelled validation split, else a quantile of held-out (or training) normals."""
+    """Youden's J on a labelled validation split, else a quantile of held-out (or training) normals.
+
+    `normals_scored`: the held-out normals already scored by this detector, maps kept (from `fit_reference`).
+    """
     normals = held_out_normals(data)
     fitted_on = {
         "aucp": "held-out labelled normals",
@@ -37,7 +49,7 @@ def calibrate(
         "labelled": "labelled validation split",
         "none": "training normals (no validation data)",
     }[data.validation]
-    scored = score_images(detector, normals.images, keep_maps=True)
+    scored = normals_scored or score_images(detector, normals.images, keep_maps=True)
     if data.validation == "labelled":
         positive = score_images(detector, data.val_positive.images).scores
         threshold = youden(scored.scores, positive, fitted_on)
