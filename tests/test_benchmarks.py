@@ -186,6 +186,27 @@ def test_trajectory_picks_the_first_best_checkpoint_from_each_start():
     assert picks(points, run_start=200)["selection_metric"]["iteration"] == 300
 
 
+def test_trajectories_draw_a_panel_per_row_and_name_a_row_without_trajectories(tmp_path):
+    import trajectories
+    from PIL import Image
+
+    for row, seeds in (("a", (0, 1)), ("b", (2,))):
+        for seed in seeds:
+            points = [{"iteration": i, "selection_metric": 0.5 + i / 1e4, "test_auc": 0.6} for i in (100, 200)]
+            picked = {"selection_metric": {"iteration": 200, "test_auc": 0.6}}
+            (tmp_path / row / f"seed{seed}").mkdir(parents=True)
+            result = {"validation": "labelled", "points": points, "picks": picked}
+            (tmp_path / row / f"seed{seed}" / "trajectory.json").write_text(json.dumps(result))
+    assert sorted(trajectories.read_row(tmp_path / "a")) == [0, 1]
+    trajectories.main([f"A={tmp_path / 'a'}", f"B={tmp_path / 'b'}", "--out", str(tmp_path / "t.png")])
+    assert Image.open(tmp_path / "t.png").size == (round(4.2 * 2 * 110), round(3.6 * 110))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"empty: no seedN/trajectory\.json"):
+        trajectories.main([f"C={tmp_path / 'empty'}", "--out", str(tmp_path / "u.png")])
+    with pytest.raises(SystemExit, match="expected LABEL=FOLDER"):
+        trajectories.main([str(tmp_path / "a"), "--out", str(tmp_path / "u.png")])
+
+
 def test_localisation_on_blended_normals_reads_only_test_normals_and_measures_the_blends(tmp_path):
     import localisation as bench
 
