@@ -17,6 +17,8 @@ from helpers import TINY
 from medsagan.benchmark import read_grid
 from medsagan.cli import main
 from medsagan.errors import ConfigError
+from medsagan.files import load_tensors
+from medsagan.runs import RunDir
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -101,6 +103,8 @@ def test_a_killed_benchmark_resumes_the_interrupted_run_and_skips_the_finished_o
     assert not (out / "second" / "seed0" / "calibration.json").exists()
     metrics = out / "first" / "seed0" / "evaluation" / "test" / "metrics.json"
     evaluated = metrics.stat().st_mtime_ns
+    interrupted = RunDir(out / "second" / "seed0")
+    before_kill = load_tensors(interrupted.states()[-1])["train_seconds"]
 
     resumed = medsagan("benchmark", "--data", "synthetic", "--grid", grid, "--out", out)
     assert resumed.returncode == 0, resumed.stderr
@@ -110,6 +114,9 @@ def test_a_killed_benchmark_resumes_the_interrupted_run_and_skips_the_finished_o
     assert json.loads((out / "first" / "seed0.json").read_text()) == first
     second = json.loads((out / "second" / "seed0.json").read_text())
     assert second["resumed"] == 1 and second["iterations"] == 60
+    # Its minutes are the loop's time over both parts, as the run logged it, not the resumed part's alone.
+    logged = interrupted.train_seconds()
+    assert second["minutes"] * 60 == pytest.approx(logged) and logged > before_kill > 0
     assert (out / "second" / "seed0" / "checkpoints" / "state-00000060.pt").is_file()
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 2
 

@@ -8,6 +8,7 @@ from helpers import tiny_config
 from medsagan.data import sampler as sampler_module
 from medsagan.errors import ConfigError, RunError
 from medsagan.files import load_tensors
+from medsagan.runs import RunDir
 from medsagan.train import fit, lr_factor
 
 
@@ -80,7 +81,10 @@ def test_a_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_pa
         fit(cfg, tmp_path / "resumed", progress=False)
     monkeypatch.setattr(sampler_module.PairSampler, "next", original)
     assert weights(tmp_path / "resumed")[2] == 6
+    before_kill = load_tensors(RunDir(tmp_path / "resumed").state_path(6))["train_seconds"]
     fit(cfg, tmp_path / "resumed", resume=True, progress=False)
+    # The loop's time adds up over the parts: the killed part's seconds up to its checkpoint are kept.
+    assert 0 < before_kill < RunDir(tmp_path / "resumed").train_seconds()
 
     g1, d1, it1 = weights(tmp_path / "straight")
     g2, d2, it2 = weights(tmp_path / "resumed")

@@ -255,7 +255,7 @@ class Benchmark:
             selection=result.checkpoint.selection,
             iterations=compute["iterations"],
             training_tflop=compute["training_tflop"],
-            minutes=record["train_seconds"] / 60,
+            minutes=(run.train_seconds() or record["train_seconds"]) / 60,
             threads=torch.get_num_threads(),
             dropped_duplicates=len(result.dropped_duplicates),
         )

@@ -114,6 +114,18 @@ class RunDir:
         states = self.states()
         return int(STATE_PATTERN.search(states[-1].name).group(1)) if states else 0
 
+    def train_seconds(self) -> float | None:
+        """The training loop's wall time over all its parts, as the newest log record says; None if unlogged."""
+        if not self.log.is_file():
+            return None
+        found = None
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                found = json.loads(line).get("train_seconds", found)
+            except (json.JSONDecodeError, AttributeError):
+                continue
+        return found
+
     # Training states -------------------------------------------------------------------------------------
 
     def state_path(self, iteration: int) -> Path:

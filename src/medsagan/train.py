@@ -215,6 +215,9 @@ def _train(
     trainer.generator.train()
     trainer.critic.train()
     meter = Meter()
+    # The loop's wall time, added up over a resumed run's parts (a killed part counts up to its checkpoint).
+    part_began, earlier_parts = time.perf_counter(), float(state.get("train_seconds", 0.0)) if state else 0.0
+    train_seconds = lambda: earlier_parts + time.perf_counter() - part_began  # noqa: E731
     bar = tqdm(total=t.iterations, initial=start_at, disable=not progress, unit="it", dynamic_ncols=True)
     with open(run.log, "a") if main else nullcontext() as log_file:
         for step in range(start_at + 1, t.iterations + 1):
@@ -225,6 +228,7 @@ def _train(
             # Log the mean losses of the window (over every rank) and the throughput.
             if step % t.log_every == 0 or last:
                 record = {"iteration": step, **world.mean(meter.flush()), "lr_g": trainer.opt_g.param_groups[0]["lr"]}
+                record["train_seconds"] = round(train_seconds(), 2)
                 if main:
                     write_record(log_file, record)
                 shown = {"D/loss": "D", "G/loss": "G", "G/identity": "id", "G/restoration": "rec"}
@@ -245,6 +249,7 @@ def _train(
             # Checkpoint the whole training state (rank 0), the best weights so far included.
             if main and (step % t.checkpoint_every == 0 or last):
                 snapshot = {"iteration": step, **trainer.state_dict(), "best": best.to_dict()}
+                snapshot["train_seconds"] = train_seconds()
                 run.save_state(step, {**snapshot, "best_generator": best_weights}, t.keep_checkpoints)
     bar.close()
 
