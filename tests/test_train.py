@@ -114,6 +114,26 @@ def test_resume_refuses_fewer_iterations_than_done(tmp_path):
     assert (tmp_path / "run" / "config.yaml").read_text() == before
 
 
+def test_patience_ends_the_run_when_the_selection_metric_stops_rising_and_saves_where(tmp_path, monkeypatch):
+    import medsagan.train as train_module
+
+    signal = iter([0.6, 0.7, 0.65, 0.64, 0.9, 0.95])  # validations at 2, 4, 6, 8, ...: best at 4, none after
+
+    def scripted(*args, **kwargs):
+        value = next(signal)
+        return ("val/aucp", value), {"val/aucp": value}
+
+    monkeypatch.setattr(train_module, "validation_metric", scripted)
+    cfg = tiny_config(train={"iterations": 12, "validate_every": 2, "checkpoint_every": 5, "patience": 2})
+    run = fit(cfg, tmp_path / "run", progress=False)
+    saved = RunDir(run).load_config()
+    assert saved.train.iterations == 8 and saved.train.patience == 2  # 2 validations (6, 8) without a better one
+    assert weights(run)[2] == 8 and iterations_logged(run)[-1] == 8
+    assert load_tensors(run / "best.pt")["iteration"] == 4 and (run / "calibration.json").is_file()
+    fit(saved, run, resume=True, progress=False)  # finished: nothing more trains
+    assert weights(run)[2] == 8 and RunDir(run).load_config().train.iterations == 8
+
+
 def test_labelled_validation_selects_by_val_auc_and_youden_threshold(tmp_path):
     from helpers import make_folder_dataset, tiny_config
 

@@ -184,6 +184,9 @@ class TrainConfig:
     # dataset is not trained for hundreds of passes: a new run sets iterations = round(epochs x normals /
     # batch_size) and saves them with epochs cleared (data.json keeps the choice). 0: train.iterations.
     epochs: float = key(0.0, ">= 0", added=0.0)
+    # End the run once the selection metric has not risen for this many validations since its best (counted from
+    # evaluation.select_from on); the run saves the iteration it ended at as train.iterations. 0: off (paper).
+    patience: int = key(0, ">= 0", added=0)
 
 
 @dataclass(frozen=True)

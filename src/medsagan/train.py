@@ -246,11 +246,23 @@ def _train(
                 if result is not None:
                     write_record(log_file, {"iteration": step, **signals, "best_iteration": best.iteration})
 
+            # End early (train.patience): no better selection metric in that many validations since the best.
+            stop = False
+            if t.patience and step % t.validate_every == 0 and not last:
+                stale = main and best.value is not None and step - best.iteration >= t.patience * t.validate_every
+                stop = bool(world.broadcast(stale))
+
             # Checkpoint the whole training state (rank 0), the best weights so far included.
-            if main and (step % t.checkpoint_every == 0 or last):
+            if main and (step % t.checkpoint_every == 0 or last or stop):
                 snapshot = {"iteration": step, **trainer.state_dict(), "best": best.to_dict()}
                 snapshot["train_seconds"] = train_seconds()
                 run.save_state(step, {**snapshot, "best_generator": best_weights}, t.keep_checkpoints)
+            if stop:
+                cfg = cfg.replace(train={"iterations": step})
+                if main:
+                    cfg.save(run.config)  # what the run chose: a resume finds it finished
+                    log.info("ended early at iteration %d: no better selection metric since %d", step, best.iteration)
+                break
     bar.close()
 
     # Done: fit the map's reference, the threshold and the heatmap scale with the selected generator.
