@@ -207,6 +207,27 @@ def test_trajectories_draw_a_panel_per_row_and_name_a_row_without_trajectories(t
         trajectories.main([str(tmp_path / "a"), "--out", str(tmp_path / "u.png")])
 
 
+def test_early_stop_replays_the_training_loops_patience_on_a_logged_signal(tmp_path):
+    import early_stop
+
+    from helpers import tiny_config
+
+    signal = {2: 0.6, 4: 0.7, 6: 0.65, 8: 0.64, 10: 0.9, 12: 0.95}  # the scripted signal of test_train's patience
+    assert early_stop.replay(signal, 0, 2, 12, 2) == (8, 4)  # where the training loop ends and what it keeps
+    assert early_stop.replay(signal, 0, 2, 12, 0) == (12, 12)
+    assert early_stop.replay(signal, 6, 2, 12, 2) == (12, 12)  # best from select_from on: 6, then 10 and 12
+    run = tmp_path / "row" / "seed0"
+    run.mkdir(parents=True)
+    tiny_config(train={"iterations": 12, "validate_every": 2}).save(run / "config.yaml")
+    points = [{"iteration": i, "selection_metric": v, "test_auc": i / 100} for i, v in signal.items()]
+    (run / "trajectory.json").write_text(json.dumps({"points": points}))
+    (run / "devset.json").write_text(json.dumps({"points": [{"iteration": i, "dev_auc": i / 50} for i in signal]}))
+    (record,) = early_stop.study([str(tmp_path / "row")], [2])
+    assert record["ends_at"] == 8 and record["pick"] == 4 and record["full_pick"] == 12
+    assert record["dev_auc"] == 0.08 and record["test_auc"] == 0.04 and record["full_test_auc"] == 0.12
+    assert "| row/seed0 | 2 | 8 (67%) | 4 (12) |" in early_stop.markdown([record])
+
+
 def test_localisation_on_blended_normals_reads_only_test_normals_and_measures_the_blends(tmp_path):
     import localisation as bench
 
