@@ -69,7 +69,7 @@ def main() -> None:
                 "seed": seed,
                 "auc": result.auc,
                 "ap": result.ap,
-                "train_seconds": round(seconds),
+                "train_seconds": round(RunDir(run_dir).train_seconds() or seconds),  # summed over resumed parts
                 "training_tflop": training_compute(run_dir)["training_tflop"],
                 "chosen_iteration": result.checkpoint.iteration,
                 "aucp": result.checkpoint.value,
