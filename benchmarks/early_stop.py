@@ -17,8 +17,11 @@ import argparse
 import json
 from pathlib import Path
 
+from trajectories import read_row
+
 from medsagan.config import selection_start
 from medsagan.runs import RunDir
+from medsagan.train import ends_early
 
 
 def replay(metric: dict[int, float], select_from: int, every: int, iterations: int, patience: int) -> tuple[int, int]:
@@ -29,7 +32,7 @@ def replay(metric: dict[int, float], select_from: int, every: int, iterations: i
             continue
         if best is None or metric[step] > metric[best]:
             best = step
-        if patience and step < iterations and step % every == 0 and step - best >= patience * every:
+        if step < iterations and step % every == 0 and ends_early(step, best, patience, every):
             return step, best
     return iterations, best
 
@@ -47,12 +50,10 @@ def study(folders: list[str], patiences: list[int]) -> list[dict]:
     """One record per (run, patience)."""
     records = []
     for folder in folders:
-        runs = sorted(p for p in Path(folder).glob("seed*") if (p / "trajectory.json").is_file())
-        if not runs:
-            raise SystemExit(f"{folder}: no seedN/trajectory.json; run benchmarks/trajectory.py on its runs first")
-        for run in runs:
+        for seed, result in read_row(Path(folder)).items():
+            run = Path(folder) / f"seed{seed}"
             cfg = RunDir(run).load_config()
-            points = json.loads((run / "trajectory.json").read_text())["points"]
+            points = result["points"]
             metric = {p["iteration"]: p["selection_metric"] for p in points}
             test = {p["iteration"]: p["test_auc"] for p in points}
             dev = dev_aucs(run)

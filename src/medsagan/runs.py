@@ -21,6 +21,7 @@ from .config import Config, load_config, migrate, read_yaml
 from .errors import RunError
 from .files import RunLock, atomic_torch_save, atomic_write_text, load_tensors
 from .records import Calibration, Selection
+from .training_log import read_log
 
 log = logging.getLogger("medsagan")
 STATE_PATTERN = re.compile(r"state-(\d{8})\.pt$")
@@ -116,15 +117,8 @@ class RunDir:
 
     def train_seconds(self) -> float | None:
         """The training loop's wall time over all its parts, as the newest log record says; None if unlogged."""
-        if not self.log.is_file():
-            return None
-        found = None
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                found = json.loads(line).get("train_seconds", found)
-            except (json.JSONDecodeError, AttributeError):
-                continue
-        return found
+        logged = [r["train_seconds"] for r in read_log(self.log) if isinstance(r, dict) and "train_seconds" in r]
+        return logged[-1] if logged else None
 
     # Training states -------------------------------------------------------------------------------------
 

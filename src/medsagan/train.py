@@ -249,7 +249,9 @@ def _train(
             # End early (train.patience): no better selection metric in that many validations since the best.
             stop = False
             if t.patience and step % t.validate_every == 0 and not last:
-                stale = main and best.value is not None and step - best.iteration >= t.patience * t.validate_every
+                stale = (
+                    main and best.value is not None and ends_early(step, best.iteration, t.patience, t.validate_every)
+                )
                 stop = bool(world.broadcast(stale))
 
             # Checkpoint the whole training state (rank 0), the best weights so far included.
@@ -274,6 +276,11 @@ def _train(
             chosen.reference, normals_scored = fit_reference(chosen, data)
             run.save_reference(chosen.reference, best)
         run.save_calibration(calibrate(chosen, data, cfg.evaluation, best, normals_scored))
+
+
+def ends_early(step: int, best_iteration: int, patience: int, validate_every: int) -> bool:
+    """train.patience's rule: `patience` validations have passed since the best selection metric."""
+    return bool(patience) and step - best_iteration >= patience * validate_every
 
 
 def iterations_for_epochs(cfg: Config, normals: int) -> Config:

@@ -62,3 +62,14 @@ def truncate_log(path: Path, iteration: int) -> None:
         if isinstance(record, dict) and record.get("iteration", iteration + 1) <= iteration:
             kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of log.jsonl; a torn line (a run killed mid-write) is left out."""
+    records = []
+    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

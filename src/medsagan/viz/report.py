@@ -22,6 +22,7 @@ from ..evaluate.results import EvalResult, evaluate_run, finished_evaluation
 from ..files import atomic_write_text, check_output
 from ..inference import Detector
 from ..runs import RunDir
+from ..training_log import read_log
 from .heatmaps import gallery
 from .pages import render_page
 from .plots import draw_curves
@@ -164,17 +165,6 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[package] = "not installed"
     return found
-
-
-def read_log(path: Path) -> list[dict]:
-    """The records of log.jsonl; a torn line (a run killed mid-write) is left out."""
-    records = []
-    for line in path.read_text(errors="replace").splitlines() if path.is_file() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 def build_report(run_dir: str | Path, split: str = "test", out: str | Path | None = None, device: str = "auto") -> Path:
