@@ -58,8 +58,12 @@ def main() -> None:
         # Keep a state at every validation, for the per-seed plot (selection still uses validation data only).
         every = cfg.train.validate_every
         cfg = cfg.replace(train={"checkpoint_every": every, "keep_checkpoints": cfg.train.iterations // every + 1})
+        resume = (run_dir / "config.yaml").is_file()
+        if resume:
+            # The run's own config: what train.epochs, a budget or an early end resolved stays as the run saved it.
+            cfg = RunDir(run_dir).resumed_config()
         started = time.perf_counter()
-        fit(cfg, run_dir, resume=(run_dir / "config.yaml").is_file(), progress=False)
+        fit(cfg, run_dir, resume=resume, progress=False)
         seconds = time.perf_counter() - started
         # A public file may hold test images that are copies of training ones: they are left out and counted.
         result = evaluate_run(run_dir, drop_duplicates=True)

@@ -345,6 +345,24 @@ def test_a_schedule_in_epochs_sets_the_iterations_from_the_labelled_normals_and_
     assert max(iterations_logged(run)) == expected
 
 
+@pytest.mark.slow
+def test_a_run_in_epochs_resumed_with_its_unresolved_config_keeps_its_length_and_weights(tmp_path):
+    cfg = tiny_config(train={"epochs": 3.0, "lr_schedule": "linear", "checkpoint_every": 2, "keep_checkpoints": 99})
+    straight = fit(cfg, tmp_path / "straight", progress=False)
+    length = RunDir(straight).load_config().train.iterations
+    assert length > cfg.train.iterations  # the check below would pass trivially were the two lengths equal
+
+    cut = RunDir(fit(cfg, tmp_path / "cut", progress=False))
+    for later in cut.states()[2:]:
+        later.unlink()  # as if killed after its second checkpoint
+    fit(cfg, cut.path, resume=True, progress=False)
+    assert cut.load_config().train.iterations == length
+    assert max(iterations_logged(cut.path)) == length
+    g1, _, _ = weights(straight)
+    g2, _, it2 = weights(cut.path)
+    assert it2 == length and all(torch.equal(g1[k], g2[k]) for k in g1)
+
+
 def test_a_length_given_twice_is_refused():
     with pytest.raises(ConfigError, match=r"train\.time_budget and train\.epochs"):
         tiny_config(train={"epochs": 3.0, "time_budget": "5m"})

@@ -71,7 +71,7 @@ def open_run(run: RunDir, cfg: Config, resume: bool) -> dict | None:
         return None
     state = run.latest_state()
     done = int(state["iteration"]) if state else 0
-    if done > cfg.train.iterations:
+    if done > cfg.train.iterations and not cfg.train.epochs:  # a length in epochs is resolved from the data
         raise RunError(f"{run}: the run has already done {done} iterations; resume it with --iterations {done} or more")
     for leftover in run.path.rglob(".*.tmp"):
         leftover.unlink()  # the unfinished write of a killed run; the file it was replacing is intact
@@ -160,8 +160,9 @@ def _train(
         world.broadcast(None)  # wait for rank 0 to decode and cache the images, then read its cache
     data = build_training_data(source, cfg, run.cache_dir(cfg))
     summary = data_summary(data, source.describe(), cfg.evaluation.select_by)
-    if t.epochs and state is None:
-        # A length in passes over the labelled normals: fix the iterations from the data, once, and save them.
+    if t.epochs:
+        # A length in passes over the labelled normals: fix the iterations from the data and save them. A resumed
+        # run given its unresolved config resolves it again from the same data to the same iterations.
         normals, epochs = len(data.normal), t.epochs
         cfg = iterations_for_epochs(cfg, normals)
         t = cfg.train
