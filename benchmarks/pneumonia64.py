@@ -67,7 +67,8 @@ def main() -> None:
         seconds = time.perf_counter() - started
         # A public file may hold test images that are copies of training ones: they are left out and counted.
         result = evaluate_run(run_dir, drop_duplicates=True)
-        picks = trajectory(run_dir)["picks"]
+        # An ensemble keeps its members' checkpoints, not its own: there is no trajectory of the whole to score.
+        picks = {} if RunDir(run_dir).members() else trajectory(run_dir)["picks"]
         results.append(
             {
                 "seed": seed,

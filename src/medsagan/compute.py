@@ -57,6 +57,8 @@ def training_compute(run_dir: str | Path) -> dict:
     calibration scores the held-out images again.
     """
     run = RunDir(run_dir)
+    if run.members():
+        return _ensemble_compute(run)
     cfg = counted_config(run.load_config())
     per_iteration = flops_per_iteration(make_trainer(cfg, torch.device("cpu"))) / 1e9
     held_out = json.loads(run.data.read_text())["validation"]
@@ -70,4 +72,19 @@ def training_compute(run_dir: str | Path) -> dict:
         "gflop_per_iteration": round(per_iteration, 2),
         "validation_tflop": float(f"{validation / 1e3:.3g}"),
         "training_tflop": float(f"{(per_iteration * t.iterations + validation) / 1e3:.3g}"),
+    }
+
+
+def _ensemble_compute(run: RunDir) -> dict:
+    """An ensemble's: its members' runs, plus the ensemble's own validation and calibration of the held-out images."""
+    parts = [training_compute(member.path) for member in run.members()]
+    held_out = json.loads(run.data.read_text())["validation"]
+    images = held_out["normal"] + held_out["positive"]
+    checks = 2 * generator_gflop_per_image(counted_config(run.load_config())) * images
+    return {
+        "iterations": sum(p["iterations"] for p in parts),
+        "gflop_per_iteration": parts[0]["gflop_per_iteration"],
+        "validation_tflop": float(f"{(sum(p['validation_tflop'] for p in parts) + checks / 1e3):.3g}"),
+        "training_tflop": float(f"{(sum(p['training_tflop'] for p in parts) + checks / 1e3):.3g}"),
+        "members": parts,
     }

@@ -76,6 +76,10 @@ class ModelConfig:
     # "normals": the map minus the mean map of the held-out normals (fitted with the threshold), so that a
     # place the generator restores badly in every image stops looking anomalous; "none": the paper's map
     map_reference: MapReference = key("none", added="none")
+    # K > 1: K generators trained one after another with seeds train.seed to train.seed + K - 1 on the same
+    # images, each choosing its own checkpoint (RUN/members/k); the run restores with the mean of their
+    # restorations, K times the compute. 1: one generator (the paper) (docs/transfer.md)
+    ensemble: int = key(1, ">= 1", added=1)
 
 
 @dataclass(frozen=True)
@@ -312,6 +316,16 @@ def validate(cfg: Config) -> None:
         )
     if cfg.train.time_budget and cfg.train.epochs:
         raise ConfigError("train.time_budget and train.epochs both set the run's length; give one of them")
+    if cfg.model.ensemble > 1 and cfg.train.time_budget:
+        raise ConfigError(
+            "train.time_budget plans one generator's run, not model.ensemble's members; give train.iterations or "
+            "train.epochs with an ensemble"
+        )
+    if cfg.model.ensemble > 1 and cfg.data.unlabeled_draw == "random":
+        raise ConfigError(
+            "model.ensemble's members must train on the same images, but data.unlabeled_draw = random draws them "
+            "from each member's seed; use data.unlabeled_draw = prefix with an ensemble"
+        )
     if cfg.train.time_budget:
         from .budget import parse_duration
 

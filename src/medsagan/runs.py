@@ -9,6 +9,8 @@ RUN/best.pt                  generator weights chosen on validation data, with t
 RUN/calibration.json         threshold and heatmap scale fitted for those weights (Calibration)
 RUN/reference.pt             the held-out normals' mean anomaly map for those weights (model.map_reference)
 RUN/evaluation/<split>/      metrics.json, scores.csv, curves.png, written by `medsagan evaluate`
+RUN/members/<k>/             with model.ensemble = K > 1: the K member runs, each laid out as above; the
+                             ensemble's best.pt holds their chosen weights together
 """
 
 import json
@@ -116,9 +118,21 @@ class RunDir:
         return int(STATE_PATTERN.search(states[-1].name).group(1)) if states else 0
 
     def train_seconds(self) -> float | None:
-        """The training loop's wall time over all its parts, as the newest log record says; None if unlogged."""
+        """The training loop's wall time over all its parts (an ensemble's: its members'); None if unlogged."""
+        if self.members():
+            parts = [member.train_seconds() for member in self.members()]
+            return None if None in parts else sum(parts)
         logged = [r["train_seconds"] for r in read_log(self.log) if isinstance(r, dict) and "train_seconds" in r]
         return logged[-1] if logged else None
+
+    def member(self, k: int) -> "RunDir":
+        """The run of an ensemble's k-th member."""
+        return RunDir(self.path / "members" / str(k))
+
+    def members(self) -> list["RunDir"]:
+        """An ensemble's member runs in order; [] for a single generator's run."""
+        found = [p for p in (self.path / "members").glob("*/config.yaml") if p.parent.name.isdigit()]
+        return [RunDir(p.parent) for p in sorted(found, key=lambda p: int(p.parent.name))]
 
     # Training states -------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from .data.dataset import TrainingData, build_training_data
 from .data.sources import open_source
 from .devices import resolve_device, resolve_precision
 from .distributed import World, check_batch, local_device, start, stop, world_from_env
-from .errors import MedsaganError, RunError
+from .errors import ConfigError, MedsaganError, RunError
 from .evaluate.calibration import calibrate, fit_reference
 from .evaluate.selection import describe, pseudo_validation, validation_metric
 from .files import RunLock, atomic_torch_save, atomic_write_text, check_output, load_tensors
@@ -85,7 +85,10 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False, progress: bool =
 
     One process at a time writes a run: the folder is locked for the whole of training and calibration.
     Under torchrun, rank 0 opens and writes the run and the others follow (distributed.py).
+    With model.ensemble = K > 1 the K members are trained one after another (_fit_ensemble).
     """
+    if cfg.model.ensemble > 1:
+        return _fit_ensemble(cfg, RunDir(run_dir), resume, progress)
     started = time.perf_counter()
     if not resume:
         check_output(run_dir, kind="run")  # before any data is read or any folder made
@@ -270,13 +273,73 @@ def _train(
 
     # Done: fit the map's reference, the threshold and the heatmap scale with the selected generator.
     if main:
-        chosen = build_detector(cfg.model, build_generator(cfg.model).to(device))
-        chosen.generator.load_state_dict(best_weights)
-        normals_scored = None
-        if cfg.model.map_reference == "normals":
-            chosen.reference, normals_scored = fit_reference(chosen, data)
-            run.save_reference(chosen.reference, best)
-        run.save_calibration(calibrate(chosen, data, cfg.evaluation, best, normals_scored))
+        _calibrate(cfg, run, data, best_weights, best, device)
+
+
+def _calibrate(cfg: Config, run: RunDir, data: TrainingData, weights: dict, chosen: Selection, device) -> None:
+    """Fit the chosen generator's map reference, threshold and heatmap scale on the held-out data; save them."""
+    detector = build_detector(cfg.model, build_generator(cfg.model).to(device))
+    detector.generator.load_state_dict(weights)
+    normals_scored = None
+    if cfg.model.map_reference == "normals":
+        detector.reference, normals_scored = fit_reference(detector, data)
+        run.save_reference(detector.reference, chosen)
+    run.save_calibration(calibrate(detector, data, cfg.evaluation, chosen, normals_scored))
+
+
+def _fit_ensemble(cfg: Config, run: RunDir, resume: bool, progress: bool) -> Path:
+    """model.ensemble: the members trained as runs of their own under RUN/members/k, then kept together.
+
+    Their chosen weights go into RUN/best.pt, and their mean restoration is calibrated on the held-out data.
+
+    A member is a run of its own: it resumes, ends early and chooses its checkpoint as any run does, and a
+    resumed ensemble continues each member as that member saved itself.
+    """
+    if world_from_env().size > 1:
+        raise ConfigError("model.ensemble trains its members one after another; run it without torchrun")
+    if not resume:
+        check_output(run.path, kind="run")
+    elif run.config.is_file() and run.load_config().train.iterations != cfg.train.iterations:
+        raise RunError(
+            f"{run}: an ensemble resumes its members as they saved themselves; to train longer, start a new run"
+        )
+    cfg = cfg.with_absolute_paths()
+    device = resolve_device(cfg.train.device)
+    with ExitStack() as held:
+        _open(run, cfg, resume, held)
+        members = []
+        for k in range(cfg.model.ensemble):
+            member = run.member(k)
+            if member.config.is_file():
+                member_cfg = member.resumed_config({"device": cfg.train.device})
+            else:
+                member_cfg = cfg.replace(model={"ensemble": 1}, train={"seed": cfg.train.seed + k})
+            log.info("ensemble member %d of %d: %s", k + 1, cfg.model.ensemble, member)
+            fit(member_cfg, member.path, resume=member.config.is_file(), progress=progress)
+            members.append(member)
+
+        digests = [m.load_digests() for m in members]
+        if any(d != digests[0] for d in digests):
+            raise RunError(f"{run}: the ensemble's members trained on different images; train it again")
+        chosen = [m.load_best() for m in members]
+        weights = {f"members.{k}.{name}": v for k, (w, _) in enumerate(chosen) for name, v in w.items()}
+        data = build_training_data(open_source(cfg), cfg, run.cache_dir(cfg))
+        detector = AnomalyDetector(build_generator(cfg.model).to(device))
+        detector.generator.load_state_dict(weights)
+        result, _ = validation_metric(detector, data, cfg.evaluation.select_by, pseudo_validation(data, cfg))
+        rule = members[0].load_best()[1].selection
+        iterations = ", ".join(str(s.iteration) for _, s in chosen)
+        best = Selection(
+            max(s.iteration for _, s in chosen),
+            result and result[0],
+            result and result[1],
+            f"the mean restoration of {len(members)} members, chosen at iterations {iterations} by {rule}",
+        )
+        atomic_write_text(run.data, members[0].data.read_text())
+        run.save_digests(digests[0])
+        run.save_best(weights, best)
+        _calibrate(cfg, run, data, weights, best, device)
+    return run.path
 
 
 def ends_early(step: int, best_iteration: int, patience: int, validate_every: int) -> bool:

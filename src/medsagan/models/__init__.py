@@ -6,12 +6,19 @@ from ..config import ModelConfig
 from .baseline import BrainomalyGenerator
 from .detector import AnomalyDetector, Restoration, anomaly_map, image_score
 from .discriminator import Critic
+from .ensemble import Ensemble
 from .generator import SAGANGenerator, check_geometry
 from .patches import code_bits, merge_patches, position_codes, split_patches
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
-    """The generator a model config describes: SAGAN's (ACM + ARRM) or Brainomaly's baseline."""
+    """The generator a model config describes: SAGAN's (ACM + ARRM), Brainomaly's baseline, or an Ensemble."""
+    if cfg.ensemble > 1:
+        return Ensemble([_single_generator(cfg) for _ in range(cfg.ensemble)])
+    return _single_generator(cfg)
+
+
+def _single_generator(cfg: ModelConfig) -> nn.Module:
     if cfg.architecture == "baseline":
         return BrainomalyGenerator(
             cfg.image_size, cfg.channels, cfg.conv_dim, cfg.residual_blocks, cfg.upsample, cfg.residual
@@ -49,6 +56,7 @@ __all__ = [
     "AnomalyDetector",
     "BrainomalyGenerator",
     "Critic",
+    "Ensemble",
     "Restoration",
     "SAGANGenerator",
     "anomaly_map",
