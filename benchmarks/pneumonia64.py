@@ -32,6 +32,11 @@ from medsagan.runs import RunDir
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medad-pneumonia64"
 
 
+def run_iterations(run: RunDir) -> int:
+    """The iterations a run trained, as train.epochs or an early end resolved them; an ensemble's, summed."""
+    return sum(run_iterations(m) for m in run.members()) or run.load_config().train.iterations
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=0, help="0: the preset's")
@@ -81,7 +86,7 @@ def main() -> None:
                 "sensitivity": result.at_threshold["sensitivity"],
                 "specificity": result.at_threshold["specificity"],
                 "threads": torch.get_num_threads(),
-                "iterations": RunDir(run_dir).load_config().train.iterations,  # as run (train.epochs resolves)
+                "iterations": run_iterations(RunDir(run_dir)),  # as run (train.epochs resolves)
                 "test_images_left_out_as_copies_of_training": result.dropped_duplicates,
                 "selection": result.checkpoint.selection,
                 "test_auc_if_chosen_by": {k: round(v["test_auc"], 4) for k, v in picks.items()},
