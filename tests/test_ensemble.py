@@ -101,3 +101,13 @@ def test_an_ensemble_resumes_member_by_member(ensemble_run, tmp_path):
     assert {p: p.stat().st_mtime_ns for m in cut.members() for p in m.states()} == finished
     with pytest.raises(RunError, match="resumes its members as they saved themselves"):
         fit(cut.resumed_config({"iterations": 12}), cut.path, resume=True, progress=False)
+
+
+@pytest.mark.slow
+def test_the_report_names_the_members_instead_of_one_checkpoint(ensemble_run, tmp_path):
+    from medsagan.viz.report import build_report
+
+    run, _ = ensemble_run
+    page = build_report(run.path, out=tmp_path / "report.html", device="cpu").read_text()
+    assert "Weights: the mean restoration of 2 members, chosen at iterations" in page
+    assert "Checkpoint: iteration" not in page

@@ -202,6 +202,7 @@ def render(run_dir, result, intervals, points, curves, training, galleries, conf
         "report.html",
         run_dir=str(run_dir),
         run_name=Path(run_dir).name,
+        members=len(RunDir(run_dir).members()),
         result=result,
         intervals=intervals,
         points=points,
