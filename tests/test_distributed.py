@@ -154,7 +154,9 @@ def _gradient_step(rank, world_size, init_file, out_file):
         torch.save({"generator": trainer.generator.state_dict(), "critic": trainer.critic.state_dict()}, out_file)
     if world_size > 1:
         torch.distributed.barrier()  # rank 1 leaving while rank 0 still saves aborts gloo now and then
-        torch.distributed.destroy_process_group()
+        # Tearing gloo down still aborted a worker now and then (SIGABRT in a CI run); everything this worker
+        # had to do is on disk, so it leaves at once, and the kernel closes its connections.
+        os._exit(0)
 
 
 def test_gradients_of_two_ranks_equal_one_process(tmp_path):
