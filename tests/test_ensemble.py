@@ -42,6 +42,9 @@ def test_an_ensemble_refuses_settings_that_would_train_its_members_apart():
 @pytest.fixture(scope="module")
 def ensemble_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("ensemble")
+    # One thread: the test below compares a member with a run trained apart, weight for weight, and a float
+    # reduction split over threads need not add up in the same order twice.
+    torch.set_num_threads(1)
     return RunDir(fit(tiny_config(model=MODEL, train={"seed": 3}), base / "run", progress=False)), base
 
 
@@ -51,6 +54,7 @@ def test_each_member_is_the_run_its_seed_makes_and_best_pt_holds_their_choices(e
     members = run.members()
     assert [m.load_config().train.seed for m in members] == [3, 4]
     assert all(m.load_config().model.ensemble == 1 for m in members)
+    torch.set_num_threads(1)
     alone = RunDir(fit(tiny_config(model={**MODEL, "ensemble": 1}, train={"seed": 4}), base / "alone", progress=False))
     same, _ = alone.load_best()
     member, _ = members[1].load_best()
@@ -89,6 +93,7 @@ def test_the_ensemble_scores_the_mean_restoration_in_pytorch_and_onnx(ensemble_r
 @pytest.mark.slow
 def test_an_ensemble_resumes_member_by_member(ensemble_run, tmp_path):
     run, _ = ensemble_run
+    torch.set_num_threads(1)  # as the fixture's ensemble trained, so the weights can be compared exactly
     cfg = tiny_config(model=MODEL, train={"seed": 3})
     fit(cfg.replace(model={"ensemble": 1}), tmp_path / "cut" / "members" / "0", progress=False)
     cfg.save(tmp_path / "cut" / "config.yaml")  # killed after its first member

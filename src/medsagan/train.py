@@ -327,7 +327,7 @@ def _fit_ensemble(cfg: Config, run: RunDir, resume: bool, progress: bool) -> Pat
         detector = AnomalyDetector(build_generator(cfg.model).to(device))
         detector.generator.load_state_dict(weights)
         result, _ = validation_metric(detector, data, cfg.evaluation.select_by, pseudo_validation(data, cfg))
-        rule = members[0].load_best()[1].selection
+        rule = chosen[0][1].selection
         iterations = ", ".join(str(s.iteration) for _, s in chosen)
         best = Selection(
             max(s.iteration for _, s in chosen),
