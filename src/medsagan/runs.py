@@ -119,8 +119,9 @@ class RunDir:
 
     def train_seconds(self) -> float | None:
         """The training loop's wall time over all its parts (an ensemble's: its members'); None if unlogged."""
-        if self.members():
-            parts = [member.train_seconds() for member in self.members()]
+        members = self.members()
+        if members:
+            parts = [member.train_seconds() for member in members]
             return None if None in parts else sum(parts)
         logged = [r["train_seconds"] for r in read_log(self.log) if isinstance(r, dict) and "train_seconds" in r]
         return logged[-1] if logged else None

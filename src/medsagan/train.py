@@ -310,12 +310,13 @@ def _fit_ensemble(cfg: Config, run: RunDir, resume: bool, progress: bool) -> Pat
         members = []
         for k in range(cfg.model.ensemble):
             member = run.member(k)
-            if member.config.is_file():
+            started = member.config.is_file()
+            if started:
                 member_cfg = member.resumed_config({"device": cfg.train.device})
             else:
                 member_cfg = cfg.replace(model={"ensemble": 1}, train={"seed": cfg.train.seed + k})
             log.info("ensemble member %d of %d: %s", k + 1, cfg.model.ensemble, member)
-            fit(member_cfg, member.path, resume=member.config.is_file(), progress=progress)
+            fit(member_cfg, member.path, resume=started, progress=progress)
             members.append(member)
 
         digests = [m.load_digests() for m in members]
