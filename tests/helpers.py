@@ -4,11 +4,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+from click.testing import CliRunner
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, SecondaryCaptureImageStorage, generate_uid
 
+from medsagan.cli import main
 from medsagan.config import Config, load_config, merge
 
 # The paper's architecture at width 4: the same modules, small enough for unit tests and CLI runs.
@@ -28,6 +30,29 @@ def tiny_args(**sections) -> list[str]:
     """TINY (and changes to it) as the command line's KEY=VALUE overrides."""
     values = merge(TINY, sections)
     return [f"{section}.{key}={value}" for section, keys in values.items() for key, value in keys.items()]
+
+
+def cli(*args):
+    """`medsagan ARGS` in this process, its result (exit code, stdout, stderr)."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def fails_in_one_line(result, *named, code=2):
+    """The exit code, exactly one line on stderr naming each of `named`, and no traceback anywhere."""
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    for text in named:
+        assert str(text) in lines[0], lines[0]
+    return lines[0]
+
+
+def train_args(out, *extra, data="synthetic", iterations=4):
+    """`medsagan train` arguments for a tiny run into `out` that validates and checkpoints every 2 iterations."""
+    steps = ["--iterations", iterations] if iterations else []
+    tiny = tiny_args(train={"validate_every": 2, "checkpoint_every": 2, "log_every": 50})
+    return ["train", "--data", data, *steps, "--out", out, "--no-progress", *tiny, *extra]
 
 
 def write_medad_split(root: Path, pools: dict[str, list[str]]) -> Path:
