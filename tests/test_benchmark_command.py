@@ -207,3 +207,15 @@ def test_seeds_are_distinct_whole_numbers():
     for bad in ("-1", "1.5", "a", ""):
         with pytest.raises(ConfigError, match="--seeds"):
             parse_seeds(bad, "--seeds")
+
+
+@pytest.mark.parametrize("flag", [[], ["--progress"]])
+def test_a_progress_bar_per_run_only_on_a_terminal_or_when_asked(tmp_path, capsys, flag):
+    grid = write_grid(tmp_path / "grid.yaml", [{"name": "a"}], seeds=[0])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["benchmark", "--data", "synthetic", "--grid", str(grid), "--out", str(tmp_path / "o"), *flag])
+    assert exit_info.value.code == 0
+    captured = capsys.readouterr()
+    assert "1 run finished" in captured.out
+    # tqdm's bar ends each redraw with its rate; pytest's captured stderr is not a terminal.
+    assert ("it/s]" in captured.err or "s/it]" in captured.err) == bool(flag)

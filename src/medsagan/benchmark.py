@@ -205,20 +205,35 @@ class Benchmark:
         atomic_write_text(record, json.dumps({"data": self.data, "rows": rows}, indent=1, default=str))
 
     def run(
-        self, device: str = "auto", drop_duplicates: bool = False, say: Callable[[str], None] = print
+        self,
+        device: str = "auto",
+        drop_duplicates: bool = False,
+        say: Callable[[str], None] = print,
+        progress: bool = False,
     ) -> list[dict]:
-        """Train and evaluate every (row, seed) not finished yet, then write the summary; its per-run rows."""
+        """Train and evaluate every (row, seed) not finished yet, then write the summary; its per-run rows.
+
+        `progress` shows each training's progress bar (on stderr), as `medsagan train` does.
+        """
         planned = self.check()
         self.out.mkdir(parents=True, exist_ok=True)
         self.write_record()
         for number, (row, seed, cfg) in enumerate(planned, 1):
             where = f"[{number}/{len(planned)}] {row.name} seed {seed}"
-            done = self.run_one(row, seed, cfg, device, drop_duplicates, where, say)
+            done = self.run_one(row, seed, cfg, device, drop_duplicates, where, say, progress)
             say(f"{where}: test AUC {done['auc']:.3f}, AP {done['ap']:.3f}, {done['minutes']:.1f} min")
         return self.summarise()
 
     def run_one(
-        self, row: Row, seed: int, cfg: Config, device: str, drop_duplicates: bool, where: str, say: Callable
+        self,
+        row: Row,
+        seed: int,
+        cfg: Config,
+        device: str,
+        drop_duplicates: bool,
+        where: str,
+        say: Callable,
+        progress: bool = False,
     ) -> dict:
         """One run brought to its finished record: trained or resumed, evaluated once, its compute counted."""
         run_dir, path = self.run_dir(row, seed), self.record_path(row, seed)
@@ -237,7 +252,7 @@ class Benchmark:
             else:
                 say(f"{where}: training {row.describe()}")
             started = time.perf_counter()
-            fit(cfg, run_dir, resume=resume, progress=False)
+            fit(cfg, run_dir, resume=resume, progress=progress)
             record["train_seconds"] += time.perf_counter() - started
             atomic_write_text(path, json.dumps(record, indent=1))
         say(f"{where}: evaluating on the test split")

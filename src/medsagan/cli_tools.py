@@ -18,7 +18,10 @@ from .errors import ConfigError
 @click.option("--device", default="auto", show_default=True)
 @click.option("--drop-duplicates", is_flag=True, help="Leave out test images that copy a training image.")
 @click.option("--dry-run", is_flag=True, help="Check the grid and print its rows; train nothing.")
-def benchmark(data, grid_file, out, seeds, device, drop_duplicates, dry_run):
+@click.option(
+    "--progress/--no-progress", default=None, help="A progress bar per run (default: when stderr is a terminal)."
+)
+def benchmark(data, grid_file, out, seeds, device, drop_duplicates, dry_run, progress):
     """Train every row of a grid over several seeds, test each run once, and tabulate them.
 
     Each (row, seed) is an ordinary run under OUT/ROW/seedN. Run it again to resume: finished runs are
@@ -39,8 +42,10 @@ def benchmark(data, grid_file, out, seeds, device, drop_duplicates, dry_run):
         click.echo(grid_yaml(grid), nl=False)
         click.echo(f"{len(planned)} runs ({len(grid.rows)} rows x {len(grid.seeds)} seeds) would write to {out}")
         return
-    runs = bench.run(device=device, drop_duplicates=drop_duplicates, say=click.echo)
-    click.echo(f"{len(runs)} runs finished; results in {Path(out) / 'results.md'}")
+    if progress is None:
+        progress = click.get_text_stream("stderr").isatty()
+    runs = bench.run(device=device, drop_duplicates=drop_duplicates, say=click.echo, progress=progress)
+    click.echo(f"{len(runs)} run{'' if len(runs) == 1 else 's'} finished; results in {Path(out) / 'results.md'}")
 
 
 @click.command("model-info")
