@@ -219,3 +219,43 @@ def test_a_progress_bar_per_run_only_on_a_terminal_or_when_asked(tmp_path, capsy
     assert "1 run finished" in captured.out
     # tqdm's bar ends each redraw with its rate; pytest's captured stderr is not a terminal.
     assert ("it/s]" in captured.err or "s/it]" in captured.err) == bool(flag)
+
+
+def test_a_run_another_process_holds_is_left_to_it_and_taken_up_by_a_later_rerun(tmp_path, capsys):
+    from medsagan.files import RunLock
+
+    grid, out = write_grid(tmp_path / "grid.yaml", [{"name": "a"}]), tmp_path / "o"
+    command = ["benchmark", "--data", "synthetic", "--grid", str(grid), "--out", str(out)]
+    with pytest.raises(SystemExit):
+        main([*command, "--seeds", "1"])
+    capsys.readouterr()
+    with RunLock(out / "a", "seed0.lock"):  # as a second `medsagan benchmark` on the same --out holds it
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command, "--seeds", "0,1"])
+        assert exit_info.value.code == 0
+        said = capsys.readouterr().out
+        assert f"a seed 0: process {os.getpid()} has it; left to that process" in said
+        assert "a seed 1: finished earlier" in said and "1 of 2 runs left to other processes" in said
+        assert not (out / "a" / "seed0").exists()
+        assert [r["seed"] for r in json.loads((out / "results.json").read_text())["runs"]] == [1]
+    with pytest.raises(SystemExit):
+        main([*command, "--seeds", "0,1"])
+    said = capsys.readouterr().out
+    assert "a seed 0: training" in said and "2 runs finished" in said
+
+
+@pytest.mark.slow
+def test_two_benchmarks_on_one_out_share_the_runs_and_train_each_once(tmp_path):
+    grid = write_grid(tmp_path / "grid.yaml", [{"name": "a"}, {"name": "b", "overrides": {"model": {"acm": False}}}])
+    command = [sys.executable, "-m", "medsagan", "benchmark", "--data", "synthetic", "--grid", str(grid)]
+    command += ["--out", str(tmp_path / "o"), "--seeds", "0,1"]
+    first = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outputs = [process.communicate(timeout=600) for process in (first, second)]
+    assert [process.returncode for process in (first, second)] == [0, 0], outputs
+    said = outputs[0][0] + outputs[1][0]
+    for row, seed in [("a", 0), ("a", 1), ("b", 0), ("b", 1)]:
+        assert said.count(f"{row} seed {seed}: training") == 1, said
+        assert json.loads((tmp_path / "o" / row / f"seed{seed}.json").read_text())["resumed"] == 0
+    final = medsagan("benchmark", "--data", "synthetic", "--grid", grid, "--out", tmp_path / "o", "--seeds", "0,1")
+    assert final.stdout.count("finished earlier") == 4 and "4 runs finished" in final.stdout

@@ -26,7 +26,7 @@ from .config import PRESETS, Config, load_config, merge, parse_overrides, read_y
 from .data.sources import open_source
 from .errors import ConfigError, DataError
 from .evaluate.results import evaluate_run, finished_evaluation
-from .files import atomic_write_text, check_output
+from .files import LockHeld, RunLock, atomic_write_text, check_output
 from .runs import RunDir
 from .train import fit
 from .viz.plots import benchmark_figure, draw_curves
@@ -218,10 +218,24 @@ class Benchmark:
         planned = self.check()
         self.out.mkdir(parents=True, exist_ok=True)
         self.write_record()
+        left = 0
         for number, (row, seed, cfg) in enumerate(planned, 1):
             where = f"[{number}/{len(planned)}] {row.name} seed {seed}"
-            done = self.run_one(row, seed, cfg, device, drop_duplicates, where, say, progress)
+            # Several processes may share one OUT (one per GPU): each run goes to the first to claim it.
+            claim = RunLock(self.out / row.name, f"seed{seed}.lock")
+            try:
+                claim.acquire()
+            except LockHeld as held:
+                say(f"{where}: process {held.holder} has it; left to that process")
+                left += 1
+                continue
+            try:
+                done = self.run_one(row, seed, cfg, device, drop_duplicates, where, say, progress)
+            finally:
+                claim.release()
             say(f"{where}: test AUC {done['auc']:.3f}, AP {done['ap']:.3f}, {done['minutes']:.1f} min")
+        if left:
+            say(f"{left} of {len(planned)} runs left to other processes; run this again after them for the whole table")
         return self.summarise()
 
     def run_one(

@@ -25,7 +25,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Write through `write(handle)` into a temporary file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Named as medsagan's own, so that another process checking the folder meanwhile sees no foreign file.
+    fd, tmp = tempfile.mkstemp(prefix=f".medsagan-{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -103,6 +104,14 @@ def contained(root: Path, name: str, where: str) -> Path:
     return path
 
 
+class LockHeld(RunError):
+    """The lock is held by another process, named by its process id (`holder`)."""
+
+    def __init__(self, message: str, holder: str):
+        super().__init__(message)
+        self.holder = holder
+
+
 class RunLock:
     """An exclusive OS lock on a run folder, held while one process writes the run.
 
@@ -112,8 +121,8 @@ class RunLock:
 
     NAME = ".medsagan.lock"
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / self.NAME
+    def __init__(self, run_dir: Path, name: str = NAME):
+        self.path = Path(run_dir) / name
         self.handle: IO[str] | None = None
 
     def acquire(self) -> "RunLock":
@@ -126,9 +135,10 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise RunError(
+            raise LockHeld(
                 f"{self.path.parent}: another medsagan process (pid {holder}) is writing this run; wait for it "
-                "to finish or stop it, then resume with --resume, or choose another --out"
+                "to finish or stop it, then resume with --resume, or choose another --out",
+                holder,
             ) from None
         handle.seek(0)
         handle.truncate()
