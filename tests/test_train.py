@@ -362,6 +362,13 @@ def test_a_run_in_epochs_resumed_with_its_unresolved_config_keeps_its_length_and
     g2, _, it2 = weights(cut.path)
     assert it2 == length and all(torch.equal(g1[k], g2[k]) for k in g1)
 
+    # Resumed with its saved config (as `medsagan train --resume` does), it keeps the record of its epochs.
+    schedule = json.loads((straight / "data.json").read_text())["schedule"]
+    for later in cut.states()[2:]:
+        later.unlink()
+    fit(cut.load_config(), cut.path, resume=True, progress=False)
+    assert json.loads((cut.path / "data.json").read_text())["schedule"] == schedule
+
 
 def test_a_length_given_twice_is_refused():
     with pytest.raises(ConfigError, match=r"train\.time_budget and train\.epochs"):
