@@ -15,7 +15,6 @@ is read back, not retrained, so seeds can train as separate processes and be sum
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from trajectory import trajectory
 from medsagan import evaluate_run, fit, load_config
 from medsagan.compute import training_compute
 from medsagan.config import merge, parse_overrides
+from medsagan.devices import machine_name
 from medsagan.files import atomic_write_text
 from medsagan.runs import RunDir
 
@@ -99,7 +99,7 @@ def main() -> None:
         "preset": args.preset,
         "iterations": sorted({r.get("iterations", args.iterations) for r in results}),
         "overrides": args.overrides,
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
+        "machine": f"{machine_name(torch.device('cpu'))}, {torch.get_num_threads()} threads",
         "auc_mean": statistics.mean(r["auc"] for r in results),
         "ap_mean": statistics.mean(r["ap"] for r in results),
         "auc_sd": statistics.stdev(r["auc"] for r in results) if len(results) > 1 else 0.0,

@@ -19,7 +19,6 @@ Prints one JSON object per preset and device (and a README table row with --mark
 
 import argparse
 import json
-import platform
 import sys
 import time
 
@@ -27,7 +26,7 @@ import torch
 
 from medsagan.compute import flops_per_iteration, make_trainer
 from medsagan.config import load_config, merge, parse_overrides
-from medsagan.devices import resolve_precision
+from medsagan.devices import machine_name, resolve_precision
 from medsagan.distributed import SINGLE, World, local_device, start, world_from_env
 from medsagan.evaluate.scoring import score_images
 from medsagan.models import AnomalyDetector, build_generator, count_parameters
@@ -128,12 +127,6 @@ def scoring_speed(cfg, device: torch.device, images: int = 256) -> float:
     return images / timed(device, lambda: score_images(detector, batch))
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine() or "cpu"
-
-
 def measure(preset: str, args, device: torch.device, world: World = SINGLE) -> dict | None:
     overrides = parse_overrides(args.set)
     overrides.setdefault("train", {})["batch_size"] = args.batch
@@ -157,7 +150,7 @@ def measure(preset: str, args, device: torch.device, world: World = SINGLE) -> d
     return {
         "preset": preset,
         "settings": args.set,
-        "device": device_name(device),
+        "device": machine_name(device),
         "threads": torch.get_num_threads(),
         "processes": world.size,
         "batch": args.batch,

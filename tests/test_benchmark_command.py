@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from helpers import TINY
 from medsagan.benchmark import read_grid
 from medsagan.cli import main
+from medsagan.devices import machine_name
 from medsagan.errors import ConfigError
 from medsagan.files import load_tensors
 from medsagan.runs import RunDir
@@ -219,6 +221,10 @@ def test_a_progress_bar_per_run_only_on_a_terminal_or_when_asked(tmp_path, capsy
     assert "1 run finished" in captured.out
     # tqdm's bar ends each redraw with its rate; pytest's captured stderr is not a terminal.
     assert ("it/s]" in captured.err or "s/it]" in captured.err) == bool(flag)
+    machine = machine_name(torch.device("cpu"))  # the runs trained on this CPU, named as every time should be
+    assert machine in (tmp_path / "o" / "results.md").read_text()
+    with open(tmp_path / "o" / "results.csv", newline="") as handle:
+        assert [r["machine"] for r in csv.DictReader(handle)] == [machine]
 
 
 def test_a_run_another_process_holds_is_left_to_it_and_taken_up_by_a_later_rerun(tmp_path, capsys):

@@ -255,3 +255,16 @@ def test_a_logit_residual_makes_a_zero_map_the_identity_and_a_masked_pixel_keep_
         out = generator(x)
         assert out.shape == x.shape and out.abs().max() <= 1
     assert load_config().model.residual == "input"
+
+
+def test_the_machine_is_named_by_its_cpu_model_vector_unit_and_bfloat16():
+    from pathlib import Path
+
+    from medsagan.devices import cpu_model, machine_name, native_bfloat16
+
+    name = machine_name(torch.device("cpu"))
+    assert name.startswith(cpu_model()) and torch.backends.cpu.get_cpu_capability() in name
+    assert name.endswith("no bfloat16)") != native_bfloat16(torch.device("cpu"))
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "model name" in cpuinfo.read_text():
+        assert cpu_model() in cpuinfo.read_text() and cpu_model() not in ("x86_64", "aarch64")

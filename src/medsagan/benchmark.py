@@ -9,7 +9,6 @@ and .png) is rewritten from the runs' own records every time.
 import csv
 import io
 import json
-import platform
 import re
 import statistics
 import time
@@ -24,6 +23,7 @@ import yaml
 from .compute import training_compute
 from .config import PRESETS, Config, load_config, merge, parse_overrides, read_yaml
 from .data.sources import open_source
+from .devices import machine_name, resolve_device
 from .errors import ConfigError, DataError
 from .evaluate.results import evaluate_run, finished_evaluation
 from .files import LockHeld, RunLock, atomic_write_text, check_output
@@ -165,6 +165,7 @@ class Benchmark:
     out: Path
     grid: Grid
     data: str
+    machine: str = ""  # the processor, named when the benchmark runs
 
     def run_dir(self, row: Row, seed: int) -> Path:
         """Where the run of `row` with `seed` lives."""
@@ -216,6 +217,7 @@ class Benchmark:
         `progress` shows each training's progress bar (on stderr), as `medsagan train` does.
         """
         planned = self.check()
+        self.machine = machine_name(resolve_device(device))
         self.out.mkdir(parents=True, exist_ok=True)
         self.write_record()
         left = 0
@@ -268,6 +270,7 @@ class Benchmark:
             started = time.perf_counter()
             fit(cfg, run_dir, resume=resume, progress=progress)
             record["train_seconds"] += time.perf_counter() - started
+            record["machine"] = self.machine
             atomic_write_text(path, json.dumps(record, indent=1))
         say(f"{where}: evaluating on the test split")
         result = finished_evaluation(run_dir)
@@ -302,11 +305,11 @@ class Benchmark:
                     runs.append(record)
         rows = [summary_row(row, [r for r in runs if r["row"] == row.name]) for row in self.grid.rows]
         rows = [r for r in rows if r["seeds"]]
-        machine = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__}
+        machine = {"processor": self.machine, "torch": torch.__version__}
         summary = {"grid": str(self.grid.path), "data": self.data, "machine": machine, "rows": rows, "runs": runs}
         atomic_write_text(self.out / "results.json", json.dumps(summary, indent=1))
         atomic_write_text(self.out / "results.csv", results_csv(runs))
-        atomic_write_text(self.out / "results.md", results_markdown(self.grid, self.data, rows))
+        atomic_write_text(self.out / "results.md", results_markdown(self.grid, self.data, rows, self.machine))
         if rows:
             benchmark_figure(rows, self.out / "results.png")
         return runs
@@ -333,6 +336,7 @@ def summary_row(row: Row, runs: list[dict]) -> dict:
 def results_csv(runs: list[dict]) -> str:
     """One line per finished run."""
     columns = ["row", "seed", "auc", "ap", "chosen_iteration", "iterations", "training_tflop", "minutes", "threads"]
+    columns.append("machine")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -345,13 +349,13 @@ def _pm(row: dict, key: str, digits: int) -> str:
     return f"{row[key]:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
 
 
-def results_markdown(grid: Grid, data: str, rows: list[dict]) -> str:
+def results_markdown(grid: Grid, data: str, rows: list[dict], machine: str) -> str:
     """The summary table: one line per row, mean ± sample sd over its finished seeds."""
     lines = [
         f"# {grid.description or grid.path.stem}",
         "",
         f"Grid `{grid.path}` on `{data}`; test split read once per run, after training. "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}.",
+        f"{machine}, torch {torch.__version__}; minutes are this machine's, with the threads in results.csv.",
         "",
         "| row | settings | seeds | test AUC | test AP | AUC per seed | chosen iterations | TFLOP per run "
         "| minutes per run |",

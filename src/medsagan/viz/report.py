@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from ..data.sources import open_source
+from ..devices import cpu_model
 from ..evaluate.metrics import at_threshold
 from ..evaluate.results import EvalResult, evaluate_run, finished_evaluation
 from ..files import atomic_write_text, check_output
@@ -158,7 +159,7 @@ def _image_uri(image) -> str:
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {"python": sys.version.split()[0], "platform": platform.platform()}
+    found = {"python": sys.version.split()[0], "platform": platform.platform(), "processor": cpu_model()}
     for package in ("medsagan", "torch", "numpy", "scikit-learn", "matplotlib", "pillow", "pydicom"):
         try:
             found[package] = version(package)
