@@ -1,6 +1,6 @@
 """Localisation on real anatomy, and how much of a normal image the restoration keeps, on a run's test normals.
 
-    python benchmarks/localisation.py RUN [RUN ...] [--seed 0] [--markdown]
+    python benchmarks/localisation.py RUN [RUN ...] [--seed 0] [--images test|dev] [--markdown]
 
 Half of the run's test normals (every other one) get a patch of another test normal blended in, as training
 makes pseudo-anomalies (the run's own FPI settings, a fixed seed); the other half stay as they are. All are
@@ -11,6 +11,9 @@ of restored against input, and the share of the anomaly map's sum (of its positi
 less a reference) that lies inside the body (Otsu's threshold of the input, its holes filled). Test normals
 only: no abnormal test image and no test label beyond "normal" is read. Prints one JSON object per run (and a
 Markdown row with --markdown).
+
+To compare settings, use `--images dev`: the same measures on the unlabelled-pool normals a Med-AD run never
+trained or selected on (benchmarks/devset.py's development normals), so that no test image chooses anything.
 """
 
 import argparse
@@ -37,12 +40,17 @@ def test_split(model: Detector, run_dir: str) -> ImageSet:
     return load_split(open_source(cfg), "test", cfg, RunDir(run_dir).cache_dir(cfg))
 
 
-def blended_normals(run_dir: str, seed: int) -> dict:
-    """The localisation of pseudo-anomalies made from the run's test normals."""
+def blended_normals(run_dir: str, seed: int, images: str = "test") -> dict:
+    """The localisation of pseudo-anomalies made from the run's test normals (or its development normals)."""
     model = Detector.open(run_dir, "cpu")
-    images = test_split(model, run_dir)
+    if images == "dev":
+        from devset import unused_pool_images
+
+        found = unused_pool_images(RunDir(run_dir))
+    else:
+        found = test_split(model, run_dir)
     cfg = model.config
-    normals = images.images[images.labels == 0]
+    normals = found.images[found.labels == 0]
     x = to_model_range(normals)
     rng = torch.Generator().manual_seed(seed)
     blended, boxes = fpi_blend(x, rng, cfg.loss.fpi_core, cfg.loss.fpi_half_width)
@@ -54,6 +62,7 @@ def blended_normals(run_dir: str, seed: int) -> dict:
     where = localisation(scored.maps, masks, np.ones(len(labels), dtype=bool), labels, model.heatmap_vmax)
     return {
         "run": run_dir,
+        "images": f"{images} normals",
         "image_auc_blended_vs_normal": float(roc_auc_score(labels, scored.scores)),
         **where.to_dict(),
         **restoration_quality(x[~pick].numpy(), scored.restored[~pick.numpy()], scored.maps[~pick.numpy()]),
@@ -82,10 +91,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", choices=("test", "dev"), default="test", help="whose normals (dev: unused pool)")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
     for run in args.runs:
-        result = blended_normals(run, args.seed)
+        result = blended_normals(run, args.seed, args.images)
         print(json.dumps(result), flush=True)
         if args.markdown:
             print(

@@ -244,6 +244,16 @@ def test_localisation_on_blended_normals_reads_only_test_normals_and_measures_th
     assert result == bench.blended_normals(str(run), seed=0)  # seeded: the same blends every time
 
 
+def test_localisation_on_development_normals_blends_only_pool_normals_the_run_never_saw(tmp_path):
+    import localisation as bench
+
+    run, _ = medad_run(tmp_path)
+    result = bench.blended_normals(str(run.path), seed=0, images="dev")
+    # The 13 unlabelled normals the protocol left unused (as in the devset test), every other one blended.
+    assert result["images"] == "dev normals" and result["images_with_ground_truth"] == 7
+    assert bench.blended_normals(str(run.path), seed=0)["images"] == "test normals"
+
+
 def test_before_after_draws_a_row_per_image_and_two_columns_per_run(tmp_path):
     import before_after
     from PIL import Image
