@@ -242,6 +242,30 @@ def test_localisation_on_blended_normals_reads_only_test_normals_and_measures_th
         assert 0 <= result[key] <= 1, key
     assert result["normals_psnr"] > 0 and -1 <= result["normals_ssim"] <= 1 and 0 <= result["map_share_in_body"] <= 1
     assert result == bench.blended_normals(str(run), seed=0)  # seeded: the same blends every time
+    assert result["blend_undone"] <= 1 and result["blend_undone_strong_half"] <= 1
+    assert result["blend_strength_median"] > 0 and 0 <= result["strong_half_aupro"] <= 1
+
+
+def test_blend_undone_is_one_for_a_restoration_that_gives_the_normal_back_and_zero_for_a_copy():
+    import localisation as bench
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (4, 1, 8, 8)).astype(np.float32)
+    masks = np.zeros((4, 8, 8), dtype=bool)
+    masks[[0, 2], 2:5, 2:5] = True
+    mixed = x.copy()
+    mixed[[0, 2], :, 2:5, 2:5] += np.array([0.2, 0.6])[:, None, None, None]
+    labels = np.array([1, 0, 1, 0])
+    maps = np.abs(mixed - x).mean(1)
+
+    class Scored:
+        scores = maps.mean((1, 2))
+
+    for restored, undone in ((x, 1.0), (mixed, 0.0)):
+        Scored.restored, Scored.maps = restored, maps
+        result = bench.blend_strength(x, mixed, Scored, masks, labels, vmax=1.0)
+        assert result["blend_undone"] == pytest.approx(undone) == result["blend_undone_strong_half"]
+    assert result["blend_strength_median"] == pytest.approx(0.4)  # the median of the two blends' 0.2 and 0.6
 
 
 def test_localisation_on_development_normals_blends_only_pool_normals_the_run_never_saw(tmp_path):
