@@ -25,7 +25,8 @@ def benchmark(data, grid_file, out, seeds, device, drop_duplicates, dry_run, pro
     """Train every row of a grid over several seeds, test each run once, and tabulate them.
 
     Each (row, seed) is an ordinary run under OUT/ROW/seedN. Run it again to resume: finished runs are
-    read back, interrupted ones resumed. Writes OUT/results.md, .csv, .json and .png.
+    read back, interrupted ones resumed. Writes OUT/results.md, .csv, .json and .png. Several processes
+    on one OUT (one per GPU) share its runs: each run goes to the first to claim it.
 
     \b
     medsagan benchmark --data ../shared/data/medad-pneumonia64 --grid configs/benchmarks/table3.yaml \\
