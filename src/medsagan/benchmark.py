@@ -335,8 +335,8 @@ def summary_row(row: Row, runs: list[dict]) -> dict:
 
 def results_csv(runs: list[dict]) -> str:
     """One line per finished run."""
-    columns = ["row", "seed", "auc", "ap", "chosen_iteration", "iterations", "training_tflop", "minutes", "threads"]
-    columns.append("machine")
+    columns = ["row", "seed", "auc", "ap", "chosen_iteration", "iterations", "training_tflop", "minutes"]
+    columns += ["threads", "machine"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
