@@ -83,13 +83,14 @@ def blend_strength(x: np.ndarray, mixed: np.ndarray, scored, masks: np.ndarray, 
     left = np.abs(scored.restored[blended] - x[blended]) * box
     strength = change.sum((1, 2, 3)) / np.maximum(box.sum((1, 2, 3)) * x.shape[1], 1)
     undone = 1 - left.sum((1, 2, 3)) / np.maximum(change.sum((1, 2, 3)), 1e-12)
-    strong = blended[strength >= np.median(strength)]
-    subset = np.concatenate([np.flatnonzero(labels == 0), strong])
+    median = np.median(strength)
+    stronger = strength >= median
+    subset = np.concatenate([np.flatnonzero(labels == 0), blended[stronger]])
     where = localisation(scored.maps[subset], masks[subset], np.ones(len(subset), dtype=bool), labels[subset], vmax)
     return {
-        "blend_strength_median": float(np.median(strength)),
+        "blend_strength_median": float(median),
         "blend_undone": float(np.mean(undone)),
-        "blend_undone_strong_half": float(np.mean(undone[strength >= np.median(strength)])),
+        "blend_undone_strong_half": float(np.mean(undone[stronger])),
         "strong_half_image_auc": float(roc_auc_score(labels[subset], scored.scores[subset])),
         "strong_half_pixel_auroc": where.pixel_auroc,
         "strong_half_aupro": where.aupro,

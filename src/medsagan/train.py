@@ -174,10 +174,11 @@ def _train(
         world.broadcast(None)
         if "schedule" in summary:
             cfg.save(run.config)
-        elif state is not None and run.data.is_file():
+        elif run.data.is_file():
             # Resumed with the config as saved, already in iterations: the record of the epochs stays.
             earlier = json.loads(run.data.read_text()).get("schedule")
-            summary.update({"schedule": earlier} if earlier else {})
+            if earlier:
+                summary["schedule"] = earlier
         atomic_write_text(run.data, json.dumps(summary, indent=1))
         run.save_digests(data.digests())
 
