@@ -4,11 +4,13 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import make_folder_dataset, write_medad_split, write_png
+from helpers import blob_image, make_folder_dataset, write_medad_split, write_png
 from medsagan.config import DataConfig
 from medsagan.data.check import inspect
 from medsagan.data.dataset import unlabeled_counts
-from medsagan.data.sources import FolderSource, MedMNISTSource, open_dataset, read_split
+from medsagan.data.folders import ClassFolderSource, FolderSource
+from medsagan.data.medmnist import MedMNISTSource
+from medsagan.data.sources import open_dataset, read_split
 from medsagan.errors import DataError
 
 
@@ -203,3 +205,56 @@ def test_check_reports_sizes_modes_and_intensity(tmp_path):
     assert report["image_modes"] == {"L": 6}
     assert report["intensity"]["grey"]["mean"] == pytest.approx((3 * 51 + 102 + 153 + 204) / 6 / 255, abs=1e-3)
     assert report["intensity"]["sampled_images"] == 6
+
+
+def make_class_folders(root, normals=7, kinds=("PNEUMONIA",), per_kind=3, test=True):
+    """Kermany's layout: train/NORMAL/, train/<kind>/ per abnormal class, test/ likewise."""
+    rng = np.random.default_rng(0)
+    splits = {"train": normals, "test": 2} if test else {"train": normals}
+    for split, count in splits.items():
+        for i in range(count):
+            write_png(root / split / "NORMAL" / f"IM-{i:04d}.png", blob_image(rng))
+        for kind in kinds:
+            for i in range(per_kind if split == "train" else 2):
+                write_png(root / split / kind / f"{kind.lower()}-{i}.png", blob_image(rng, abnormal=True))
+    return root
+
+
+def test_class_folders_split_train_normals_in_half_by_hash_and_merge_abnormal_classes(tmp_path):
+    root = make_class_folders(tmp_path / "kermany", kinds=("bacteria", "virus"))
+    source = open_dataset(str(root))
+    assert isinstance(source, ClassFolderSource)
+    counts = {key: len(ids) for key, ids in source.pools.items()}
+    assert counts == {"train/0": 4, "train/unlabeled/0": 3, "train/unlabeled/1": 6, "test/0": 2, "test/1": 4}
+    labelled, pooled = source.pools["train/0"], source.pools["train/unlabeled/0"]
+    assert sorted(labelled + pooled) == [f"train/NORMAL/IM-{i:04d}.png" for i in range(7)]
+    assert labelled != sorted(labelled + pooled)[:4]  # the half is not the names' first half
+    assert "normal: NORMAL/; abnormal: bacteria/, virus/" in source.describe()
+    assert unlabeled_counts(source.pools, DataConfig(unlabeled_size=5)) == (2, 3, 0)
+    renamed = tmp_path / "moved"
+    shutil.copytree(root, renamed)
+    assert open_dataset(str(renamed), "classes").pools["train/0"] == labelled  # fixed by name, not location
+
+
+def test_class_folders_errors_name_the_folder_and_the_fix(tmp_path):
+    root = make_class_folders(tmp_path / "a")
+    (root / "train" / "NORMAL").rename(root / "train" / "healthy")
+    with pytest.raises(
+        DataError, match=r"a/train: needs exactly one folder named normal \(any case\).*found PNEUMONIA"
+    ):
+        open_dataset(str(root))
+    root = make_class_folders(tmp_path / "b")
+    shutil.rmtree(root / "test" / "PNEUMONIA")
+    with pytest.raises(DataError, match=r"b/test: no abnormal class; add a folder beside NORMAL/"):
+        open_dataset(str(root))
+    root = make_class_folders(tmp_path / "c")
+    write_png(root / "train" / "stray.png", 10)
+    with pytest.raises(DataError, match=r"train/stray\.png: an image outside the class folders"):
+        open_dataset(str(root))
+    root = make_class_folders(tmp_path / "d")
+    (root / "models").mkdir()
+    with pytest.raises(DataError, match=r"unknown folder models/; the class-folder layout has train/, test/, val/"):
+        open_dataset(str(root))
+    root = make_class_folders(tmp_path / "e", normals=0)
+    with pytest.raises(DataError, match=r"e/train: needs exactly one folder named normal"):
+        open_dataset(str(root))

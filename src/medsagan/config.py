@@ -32,7 +32,7 @@ from .errors import ConfigError
 from .presets import PRESETS
 
 Architecture = Literal["sagan", "baseline"]
-SourceKind = Literal["auto", "medad", "folder", "medmnist", "synthetic"]
+SourceKind = Literal["auto", "medad", "folder", "classes", "medmnist", "synthetic"]
 UnlabeledDraw = Literal["prefix", "random"]
 PseudoAnomaly = Literal["fpi", "cutpaste"]
 LRSchedule = Literal["constant", "linear", "official"]

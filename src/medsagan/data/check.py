@@ -11,7 +11,7 @@ from ..errors import DataError
 from .dataset import check_leakage, holdout_count, labeled_count, unlabeled_counts
 from .medad_split import MEDAD_KEYS
 from .readers import is_dicom
-from .sources import POOLS, ArraySource, Source
+from .source import POOLS, ArraySource, Source
 
 CHECK_SIZE = 64  # decoding at any size validates a file the same way; 64 px keeps the check quick
 INTENSITY_SAMPLE = 200  # images, evenly spaced, whose pixels give the intensity statistics

@@ -20,7 +20,7 @@ from ..config import Config, DataConfig
 from ..errors import DataError
 from ..files import atomic_torch_save, load_tensors
 from .intensity import normalise
-from .sources import SHOWN, Source
+from .source import SHOWN, Source
 
 CACHE_VERSION = "1"  # bump when decoding changes, so old caches are not reused
 HOLDOUT_SEED = 0  # held-out validation normals are the same for every training seed

@@ -24,8 +24,9 @@ from PIL import Image
 
 from ..errors import DataError
 from ..files import atomic_write, atomic_write_text, contained
+from .medad_split import read_split
 from .readers import read_benchmark_dicom
-from .sources import missing_error, read_split
+from .source import missing_error
 
 # Benchmark split sizes (Med-AD data.json files): labelled normals, normal test, abnormal test; the rest
 # of each class goes to the unlabelled pools. Totals are the whole class as the benchmark uses it.
