@@ -126,7 +126,7 @@ def test_config_is_frozen_and_replace_checks_again():
 def test_choices_come_from_the_types_and_moved_keys_say_where():
     from medsagan.config import choices
 
-    assert choices("data.source") == ("auto", "medad", "folder", "medmnist", "synthetic")
+    assert choices("data.source") == ("auto", "medad", "folder", "classes", "medmnist", "synthetic")
     assert choices("loss.pseudo_anomaly") == ("fpi", "cutpaste")
     with pytest.raises(ConfigError, match=r"loss\.pseudo_anomaly = 'blend' is not one of fpi, cutpaste"):
         load_config(overrides={"loss": {"pseudo_anomaly": "blend"}})
