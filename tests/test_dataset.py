@@ -3,6 +3,7 @@ import torch
 
 from helpers import make_folder_dataset
 from medsagan.config import load_config
+from medsagan.data.check import inspect
 from medsagan.data.dataset import build_training_data, load_images, load_split
 from medsagan.data.sampler import PairSampler
 from medsagan.data.sources import open_dataset
@@ -77,6 +78,23 @@ def test_labelled_val_split_is_used_when_present(tmp_path):
     assert data.validation == "labelled" and len(data.normal) == 8
     assert len(data.val_normal) == 4 and len(data.val_positive) == 4
     assert (data.unlabeled.labels == -1).all()
+
+
+def test_data_validation_chooses_the_val_split_or_held_out_images_and_warns_of_a_small_split(tmp_path, caplog):
+    source = open_dataset(str(make_folder_dataset(tmp_path / "d", n=10, val=True)))
+    size = {"model": {"image_size": 32}}
+    with caplog.at_level("WARNING", logger="medsagan"):
+        labelled = build_training_data(source, load_config(overrides=size), None)
+    assert labelled.validation == "labelled" and "rest on 4 normal and 4 abnormal images" in caplog.text
+    report = inspect(source, load_config().data)
+    assert "data.validation=heldout" in report["validation"]["warning"]
+    held = load_config(overrides={**size, "data": {"validation": "heldout"}})
+    data = build_training_data(source, held, None)
+    assert data.validation == "aucp_heldout" and len(data.normal) == 9 and len(data.val_normal) == 1
+    assert inspect(source, held.data)["validation"]["kind"] == "aucp_heldout"
+    plain = open_dataset(str(make_folder_dataset(tmp_path / "e", n=6)))
+    with pytest.raises(DataError, match=r"data\.validation = labelled, but there is no labelled val split"):
+        build_training_data(plain, load_config(overrides={**size, "data": {"validation": "labelled"}}), None)
 
 
 def test_cache_serves_the_second_load_without_decoding(tmp_path):

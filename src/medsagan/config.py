@@ -44,6 +44,7 @@ Residual = Literal["input", "logit"]
 RestorationRegion = Literal["image", "patch"]
 SelectBy = Literal["validation", "pseudo", "combined"]
 Intensity = Literal["none", "equalize", "clahe", "percentile"]
+Validation = Literal["auto", "labelled", "heldout"]
 MapReference = Literal["none", "normals"]
 
 
@@ -95,7 +96,11 @@ class DataConfig:
     # -1: as many as the labelled normals (official); 0: none (paper Table 4 "0_u")
     unlabeled_size: int = key(-1, ">= -1")
     unlabeled_draw: UnlabeledDraw = "prefix"  # "prefix" of each pool in file order (official), or "random"
-    # share of labelled normals held out for selection when there is no val split
+    # The images that choose the checkpoint and fit the threshold: "auto", the dataset's labelled val split when
+    # it has one, else held-out training images (label-free AUCp); "labelled", the val split (an error without
+    # one); "heldout", held-out training images even beside a val split, which a split of a few images needs.
+    validation: Validation = key("auto", added="auto")
+    # share of labelled normals held out for selection when the labelled val split is not used
     val_fraction: float = key(0.1, "[0, 1)")
     # Share of the unlabelled set held out of training, so the label-free AUCp is measured on images the
     # networks never saw (AUCp on training images also rewards memorising them); 0: AUCp on the training set.

@@ -8,7 +8,15 @@ from PIL import Image
 
 from ..config import DataConfig
 from ..errors import DataError
-from .dataset import check_leakage, holdout_count, labeled_count, unlabeled_counts
+from .dataset import (
+    FEW_VALIDATION,
+    check_leakage,
+    few_validation,
+    holdout_count,
+    labeled_count,
+    labelled_validation,
+    unlabeled_counts,
+)
 from .medad_split import MEDAD_KEYS
 from .readers import is_dicom
 from .source import POOLS, ArraySource, Source
@@ -54,8 +62,10 @@ def inspect(source: Source, cfg: DataConfig) -> dict:
         unlabeled = {"normal": normal, "abnormal": abnormal, "unknown": unknown}
     except DataError as err:
         unlabeled = {"error": str(err)}
-    if source.pools.get("val/0") and source.pools.get("val/1"):
+    if labelled_validation(source.pools, cfg, str(source.root)):
         validation = {"kind": "labelled", "normal": counts["val/0"], "abnormal": counts["val/1"]}
+        if min(counts["val/0"], counts["val/1"]) < FEW_VALIDATION:
+            validation["warning"] = few_validation(counts["val/0"], counts["val/1"])
     else:
         held = holdout_count(labeled_count(source.pools, cfg, str(source.root)), cfg.val_fraction)
         pooled = sum(unlabeled.get(k, 0) for k in ("normal", "abnormal", "unknown"))
@@ -129,6 +139,8 @@ def format_report(report: dict) -> str:
     validation = report["validation"]
     if validation["kind"] == "labelled":
         lines.append(f"validation: labelled split, {validation['normal']} normal + {validation['abnormal']} abnormal")
+        if "warning" in validation:
+            lines.append(f"  warning: {validation['warning']}")
     elif validation["kind"] == "aucp":
         lines.append(
             f"validation: {validation['held_out_normals']} held-out labelled normals against the "

@@ -5,6 +5,7 @@ so a second run starts at once and batches are slices of tensors, never per-imag
 """
 
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -23,6 +24,8 @@ from .intensity import normalise
 from .source import SHOWN, Source
 
 CACHE_VERSION = "1"  # bump when decoding changes, so old caches are not reused
+log = logging.getLogger("medsagan")
+FEW_VALIDATION = 20  # per class: below it a labelled val split decides checkpoints and thresholds by a few images
 HOLDOUT_SEED = 0  # held-out validation normals are the same for every training seed
 
 
@@ -186,6 +189,26 @@ def labeled_count(pools: dict[str, list[str]], cfg: DataConfig, where: str = "")
     return available if cfg.labeled_size < 0 else cfg.labeled_size
 
 
+def labelled_validation(pools: Mapping[str, list[str]], cfg: DataConfig, where: str = "") -> bool:
+    """Whether a run validates on the labelled val split (data.validation), or an error if it must and cannot."""
+    present = bool(pools.get("val/0") and pools.get("val/1"))
+    if cfg.validation == "labelled" and not present:
+        raise DataError(
+            f"{where or 'the dataset'}: data.validation = labelled, but there is no labelled val split with normal "
+            "and abnormal images; add val/normal/ and val/abnormal/ (or val/ class folders), or set "
+            "data.validation=auto"
+        )
+    return present and cfg.validation != "heldout"
+
+
+def few_validation(normal: int, abnormal: int) -> str:
+    """The warning for a labelled val split too small to choose a checkpoint or fit a threshold on."""
+    return (
+        f"few: the checkpoint and the threshold would rest on {normal} normal and {abnormal} abnormal images; add "
+        "images to val/, or set data.validation=heldout to hold out training images instead"
+    )
+
+
 def _draw(ids: list[str], count: int, mode: str, seed: int) -> list[str]:
     if mode == "prefix":
         return ids[:count]
@@ -238,10 +261,12 @@ def build_training_data(source: Source, cfg: Config, cache_dir: str | Path | Non
 
     cap = lambda s: s.subset(_cap_index(len(s), val_max)) if s is not None and len(s) > val_max else s  # noqa: E731
     skipped = list(unlabeled.skipped)
-    if pools.get("val/0") and pools.get("val/1"):
+    if labelled_validation(pools, data, source.describe()):
         normal, val_0, val_1 = load(normal_ids, 0), load(pools["val/0"], 0), load(pools["val/1"], 1)
         skipped += normal.skipped + val_0.skipped + val_1.skipped
         val_normal, val_positive, validation = cap(val_0), cap(val_1), "labelled"
+        if min(len(val_0), len(val_1)) < FEW_VALIDATION:
+            log.warning("%s: validation: %s", source.describe(), few_validation(len(val_0), len(val_1)))
     else:
         everything = load(normal_ids, 0)
         skipped += everything.skipped
