@@ -202,6 +202,23 @@ def test_the_shipped_paper_grids_build_every_run(tmp_path, capsys, name):
     assert not (tmp_path / "o").exists()
 
 
+def test_rows_keeps_the_named_rows_in_the_grids_order_and_refuses_a_name_it_lacks(tmp_path, capsys):
+    grid = write_grid(tmp_path / "grid.yaml", [{"name": "a"}, *TWO_ROWS], seeds=[0, 1])
+    assert [row.name for row in read_grid(grid, only=("sagan", "a")).rows] == ["a", "sagan"]
+    out = tmp_path / "o"
+    args = ["benchmark", "--data", "synthetic", "--grid", str(grid), "--out", str(out), "--dry-run"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--rows", "plain"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "2 runs (1 rows x 2 seeds)" in printed and "name: sagan" not in printed
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--rows", "plain,ratio-9"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--rows: 'ratio-9' is not a row of" in error and "its rows are a, plain, sagan" in error
+
+
 def test_seeds_are_distinct_whole_numbers():
     from medsagan.benchmark import parse_seeds
 

@@ -108,8 +108,12 @@ def parse_seeds(value: Any, where: str) -> tuple[int, ...]:
     return tuple(seeds)
 
 
-def read_grid(path: str | Path, seeds: tuple[int, ...] | None = None) -> Grid:
-    """The grid file at `path`, every row checked by name; `seeds` replaces the file's (default 0, 1, 2)."""
+def read_grid(path: str | Path, seeds: tuple[int, ...] | None = None, only: tuple[str, ...] = ()) -> Grid:
+    """The grid file at `path`, every row checked by name; `seeds` replaces the file's (default 0, 1, 2).
+
+    `only` keeps the rows of those names, in the grid's order: a share of a grid to train, or the finished
+    rows to tabulate.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--grid {path} does not exist; give a grid file (configs/benchmarks/ has two)")
@@ -142,6 +146,12 @@ def read_grid(path: str | Path, seeds: tuple[int, ...] | None = None) -> Grid:
         if preset not in PRESETS:
             raise ConfigError(f"{where}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         rows.append(Row(name, preset, merge(common, _overrides(given.get("overrides"), where))))
+    unknown = [name for name in only if name not in seen]
+    if unknown:
+        raise ConfigError(
+            f"--rows: {unknown[0]!r} is not a row of {path}; its rows are {', '.join(r.name for r in rows)}"
+        )
+    rows = [row for row in rows if not only or row.name in only]
     chosen = seeds if seeds is not None else parse_seeds(values.get("seeds", [0, 1, 2]), f"{path}: seeds")
     return Grid(path, str(values.get("description", "")), tuple(rows), tuple(chosen))
 

@@ -15,13 +15,14 @@ from .errors import ConfigError
 @click.option("--grid", "grid_file", required=True, type=click.Path(dir_okay=False), help="Rows: a YAML file.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the runs and results.")
 @click.option("--seeds", help="Seeds of every row, such as 0,1,2 (default: the grid's, else 0,1,2).")
+@click.option("--rows", "only", help="Only these rows of the grid, such as sagan,baseline (default: all).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--drop-duplicates", is_flag=True, help="Leave out test images that copy a training image.")
 @click.option("--dry-run", is_flag=True, help="Check the grid and print its rows; train nothing.")
 @click.option(
     "--progress/--no-progress", default=None, help="A progress bar per run (default: when stderr is a terminal)."
 )
-def benchmark(data, grid_file, out, seeds, device, drop_duplicates, dry_run, progress):
+def benchmark(data, grid_file, out, seeds, only, device, drop_duplicates, dry_run, progress):
     """Train every row of a grid over several seeds, test each run once, and tabulate them.
 
     Each (row, seed) is an ordinary run under OUT/ROW/seedN. Run it again to resume: finished runs are
@@ -32,10 +33,12 @@ def benchmark(data, grid_file, out, seeds, device, drop_duplicates, dry_run, pro
     medsagan benchmark --data ../shared/data/medad-pneumonia64 --grid configs/benchmarks/table3.yaml \\
         --out runs/table3
     medsagan benchmark --data my-medad-folder --grid my-grid.yaml --seeds 0,1 --out runs/mine --dry-run
+    medsagan benchmark --data my-medad-folder --grid my-grid.yaml --rows sagan --out runs/mine
     """
     from .benchmark import Benchmark, grid_yaml, parse_seeds, read_grid
 
-    grid = read_grid(grid_file, parse_seeds(seeds, "--seeds") if seeds else None)
+    rows = tuple(name.strip() for name in only.split(",") if name.strip()) if only else ()
+    grid = read_grid(grid_file, parse_seeds(seeds, "--seeds") if seeds else None, rows)
     path = Config().replace(data={"path": data}).with_absolute_paths().data.path
     bench = Benchmark(Path(out), grid, path)
     if dry_run:
