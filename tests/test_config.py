@@ -64,8 +64,10 @@ def test_paper_yaml_lists_exactly_the_defaults():
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_load(path):
-    load_config(path)
+def test_shipped_configs_load_and_read_back_as_saved(path, tmp_path):
+    cfg = load_config(path)
+    cfg.save(tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg
 
 
 def test_layers_apply_in_order(tmp_path):
