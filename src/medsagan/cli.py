@@ -25,7 +25,10 @@ def main(verbose):
 @main.command(context_settings={"ignore_unknown_options": False})
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML configuration file.")
 @click.option("--preset", type=click.Choice(PRESET_NAMES), help="Starting point (default paper).")
-@click.option("--data", help="Dataset: Med-AD folder, folder layout, MedMNIST .npz, or 'synthetic'.")
+@click.option(
+    "--data",
+    help="Dataset: Med-AD folder, folder layout, class folders (train/normal/, ...), MedMNIST .npz, or 'synthetic'.",
+)
 @click.option("--iterations", type=int, help="Critic iterations (paper: 100000).")
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--seed", type=int, help="Seed of every random stream.")

@@ -87,7 +87,7 @@ class ModelConfig:
 class DataConfig:
     """The dataset and the paper's protocol for the unlabelled set (official data_loader.py)."""
 
-    path: str = ""  # Med-AD root (images/ + data.json), a folder layout, a MedMNIST .npz, or "synthetic"
+    path: str = ""  # Med-AD root (images/ + data.json), a folder layout, class folders, a MedMNIST .npz, or "synthetic"
     source: SourceKind = "auto"  # the layout of data.path; auto recognises it (docs/data.md)
     # share of abnormals in the unlabelled set; official data_loader.py ar=0.6
     anomaly_ratio: float = key(0.6, "[0, 1]")
