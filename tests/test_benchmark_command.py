@@ -219,6 +219,25 @@ def test_rows_keeps_the_named_rows_in_the_grids_order_and_refuses_a_name_it_lack
     assert "--rows: 'ratio-9' is not a row of" in error and "its rows are a, plain, sagan" in error
 
 
+def test_a_rows_reference_figure_stands_beside_its_results_and_changes_no_run(tmp_path):
+    from medsagan.benchmark import results_markdown, summary_row
+
+    rows = [{"name": "plain", "reference": "88.54 / 84.37"}, {"name": "sagan"}]
+    grid = read_grid(write_grid(tmp_path / "grid.yaml", rows, reference="paper (AUC / AP %)"))
+    plain, sagan = grid.rows
+    assert plain.to_dict() == read_grid(write_grid(tmp_path / "bare.yaml", [{"name": "plain"}])).rows[0].to_dict()
+    record = {"ap": 0.95, "minutes": 2.0, "training_tflop": 1.0, "chosen_iteration": 4}
+    runs = [{**record, "seed": seed, "auc": 0.9 + seed / 100} for seed in (0, 1)]
+    table = results_markdown(grid, "synthetic", [summary_row(plain, runs), summary_row(sagan, runs[:1])], "cpu")
+    header, _, first, second = table.splitlines()[4:8]
+    assert header.endswith("| minutes per run | paper (AUC / AP %) |")
+    assert first.startswith("| plain |") and first.endswith("| 88.54 / 84.37 |")
+    assert second.startswith("| sagan |") and second.endswith("|  |")
+    bare = read_grid(write_grid(tmp_path / "bare.yaml", [{"name": "sagan"}]))
+    unreferenced = results_markdown(bare, "synthetic", [summary_row(sagan, runs)], "cpu").splitlines()
+    assert unreferenced[4].endswith("| minutes per run |") and unreferenced[6].endswith("| 2.0 |")
+
+
 def test_seeds_are_distinct_whole_numbers():
     from medsagan.benchmark import parse_seeds
 

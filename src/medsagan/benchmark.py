@@ -31,8 +31,8 @@ from .runs import RunDir
 from .train import fit
 from .viz.plots import benchmark_figure, draw_curves
 
-GRID_KEYS = ("description", "preset", "seeds", "overrides", "rows")
-ROW_KEYS = ("name", "preset", "overrides")
+GRID_KEYS = ("description", "preset", "seeds", "overrides", "reference", "rows")
+ROW_KEYS = ("name", "preset", "overrides", "reference")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 RECORD = "benchmark.json"
 
@@ -44,6 +44,7 @@ class Row:
     name: str
     preset: str
     overrides: dict[str, Any]
+    reference: str = ""  # a published figure to set beside the row's; it changes no run
 
     def to_dict(self) -> dict[str, Any]:
         """The row as benchmark.json keeps it, to tell a changed row from the same one on a rerun."""
@@ -63,6 +64,7 @@ class Grid:
     description: str
     rows: tuple[Row, ...]
     seeds: tuple[int, ...]
+    reference: str = ""  # the heading of the rows' reference figures, such as "paper, RSNA (AP / AUC %)"
 
 
 def _flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -145,7 +147,8 @@ def read_grid(path: str | Path, seeds: tuple[int, ...] | None = None, only: tupl
         preset = str(given.get("preset", default_preset))
         if preset not in PRESETS:
             raise ConfigError(f"{where}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        rows.append(Row(name, preset, merge(common, _overrides(given.get("overrides"), where))))
+        overrides = merge(common, _overrides(given.get("overrides"), where))
+        rows.append(Row(name, preset, overrides, str(given.get("reference", ""))))
     unknown = [name for name in only if name not in seen]
     if unknown:
         raise ConfigError(
@@ -153,7 +156,7 @@ def read_grid(path: str | Path, seeds: tuple[int, ...] | None = None, only: tupl
         )
     rows = [row for row in rows if not only or row.name in only]
     chosen = seeds if seeds is not None else parse_seeds(values.get("seeds", [0, 1, 2]), f"{path}: seeds")
-    return Grid(path, str(values.get("description", "")), tuple(rows), tuple(chosen))
+    return Grid(path, str(values.get("description", "")), tuple(rows), tuple(chosen), str(values.get("reference", "")))
 
 
 def row_config(grid: Grid, row: Row, data: str, seed: int) -> Config:
@@ -333,6 +336,8 @@ def summary_row(row: Row, runs: list[dict]) -> dict:
     """Mean and sample standard deviation over a row's finished seeds, with the per-seed values."""
     runs = sorted(runs, key=lambda r: r["seed"])
     summary: dict[str, Any] = {"row": row.name, "settings": row.describe(), "seeds": [r["seed"] for r in runs]}
+    if row.reference:
+        summary["reference"] = row.reference
     if not runs:
         return summary
     for key in ("auc", "ap", "minutes", "training_tflop"):
@@ -360,7 +365,8 @@ def _pm(row: dict, key: str, digits: int) -> str:
 
 
 def results_markdown(grid: Grid, data: str, rows: list[dict], machine: str) -> str:
-    """The summary table: one line per row, mean ± sample sd over its finished seeds."""
+    """The summary table: one line per row, mean ± sample sd over its finished seeds, and any reference figure."""
+    referenced = any(row.get("reference") for row in rows)
     lines = [
         f"# {grid.description or grid.path.stem}",
         "",
@@ -368,15 +374,15 @@ def results_markdown(grid: Grid, data: str, rows: list[dict], machine: str) -> s
         f"{machine}, torch {torch.__version__}; minutes are this machine's, with the threads in results.csv.",
         "",
         "| row | settings | seeds | test AUC | test AP | AUC per seed | chosen iterations | TFLOP per run "
-        "| minutes per run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| minutes per run |" + (f" {grid.reference or 'reference'} |" if referenced else ""),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if referenced else ""),
     ]
     for row in rows:
         per_seed = ", ".join(f"{v:.3f}" for v in row["auc_per_seed"])
         lines.append(
             f"| {row['row']} | `{row['settings']}` | {len(row['seeds'])} | {_pm(row, 'auc', 3)} | {_pm(row, 'ap', 3)} "
             f"| {per_seed} | {', '.join(map(str, row['chosen_iterations']))} | {row['training_tflop']:.3g} "
-            f"| {row['minutes']:.1f} |"
+            f"| {row['minutes']:.1f} |" + (f" {row.get('reference', '')} |" if referenced else "")
         )
     return "\n".join(lines) + "\n"
 
