@@ -229,7 +229,7 @@ def test_class_folders_split_train_normals_in_half_by_hash_and_merge_abnormal_cl
     labelled, pooled = source.pools["train/0"], source.pools["train/unlabeled/0"]
     assert sorted(labelled + pooled) == [f"train/NORMAL/IM-{i:04d}.png" for i in range(7)]
     assert labelled != sorted(labelled + pooled)[:4]  # the half is not the names' first half
-    assert "normal: NORMAL/; abnormal: bacteria/, virus/" in source.describe()
+    assert "(normal: NORMAL/ 7; abnormal: bacteria/ 3, virus/ 3)" in source.describe()
     assert unlabeled_counts(source.pools, DataConfig(unlabeled_size=5)) == (2, 3, 0)
     renamed = tmp_path / "moved"
     shutil.copytree(root, renamed)

@@ -130,6 +130,7 @@ class ClassFolderSource(FolderSource):
         Source.__init__(self, root)
         self._check_names(root, ("train", "test", "val"), "")
         self.classes: dict[str, tuple[str, list[str]]] = {}
+        self.class_counts: dict[str, int] = {}  # images per class folder of train/, for describe()
         for split in ("train", "test", "val"):
             if (root / split).is_dir():
                 self.classes[split] = self._classes(root / split, split)
@@ -177,13 +178,17 @@ class ClassFolderSource(FolderSource):
 
     def _pools(self, folder: Path) -> tuple[list[str], list[str]]:
         normal, abnormal = self.classes[folder.name]
-        return self._list(folder / normal), [item for name in abnormal for item in self._list(folder / name)]
+        listed = {name: self._list(folder / name) for name in (normal, *abnormal)}
+        if folder.name == "train":
+            self.class_counts = {name: len(items) for name, items in listed.items()}
+        return listed[normal], [item for name in abnormal for item in listed[name]]
 
     def describe(self) -> str:
-        """One line naming the dataset and which class folders are abnormal, for logs and reports."""
+        """One line naming the dataset and which class folders of train/ are abnormal, with their images."""
         normal, abnormal = self.classes["train"]
-        kinds = ", ".join(f"{name}/" for name in abnormal) or "none in train/"
-        return f"classes {self.root} (normal: {normal}/; abnormal: {kinds})"
+        counts = self.class_counts
+        kinds = ", ".join(f"{name}/ {counts[name]}" for name in abnormal) or "none in train/"
+        return f"classes {self.root} (normal: {normal}/ {counts[normal]}; abnormal: {kinds})"
 
 
 def _hashed(item: str) -> str:
