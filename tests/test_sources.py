@@ -258,3 +258,6 @@ def test_class_folders_errors_name_the_folder_and_the_fix(tmp_path):
     root = make_class_folders(tmp_path / "e", normals=0)
     with pytest.raises(DataError, match=r"e/train: needs exactly one folder named normal"):
         open_dataset(str(root))
+    (root / "train" / "NORMAL").mkdir()
+    with pytest.raises(DataError, match=r"e/train/NORMAL: no images; it holds the labelled normals"):
+        open_dataset(str(root))
