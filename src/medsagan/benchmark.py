@@ -64,7 +64,7 @@ class Grid:
     description: str
     rows: tuple[Row, ...]
     seeds: tuple[int, ...]
-    reference: str = ""  # the heading of the rows' reference figures, such as "paper, RSNA (AP / AUC %)"
+    reference: str = ""  # the heading of the rows' reference figures, such as "paper, RSNA (AUC / AP %)"
 
 
 def _flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
