@@ -9,7 +9,6 @@ from PIL import Image
 from ..config import DataConfig
 from ..errors import DataError
 from .dataset import (
-    FEW_VALIDATION,
     check_leakage,
     few_validation,
     holdout_count,
@@ -64,8 +63,9 @@ def inspect(source: Source, cfg: DataConfig) -> dict:
         unlabeled = {"error": str(err)}
     if labelled_validation(source.pools, cfg, str(source.root)):
         validation = {"kind": "labelled", "normal": counts["val/0"], "abnormal": counts["val/1"]}
-        if min(counts["val/0"], counts["val/1"]) < FEW_VALIDATION:
-            validation["warning"] = few_validation(counts["val/0"], counts["val/1"])
+        warning = few_validation(counts["val/0"], counts["val/1"])
+        if warning:
+            validation["warning"] = warning
     else:
         held = holdout_count(labeled_count(source.pools, cfg, str(source.root)), cfg.val_fraction)
         pooled = sum(unlabeled.get(k, 0) for k in ("normal", "abnormal", "unknown"))

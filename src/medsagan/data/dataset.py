@@ -201,8 +201,10 @@ def labelled_validation(pools: Mapping[str, list[str]], cfg: DataConfig, where: 
     return present and cfg.validation != "heldout"
 
 
-def few_validation(normal: int, abnormal: int) -> str:
-    """The warning for a labelled val split too small to choose a checkpoint or fit a threshold on."""
+def few_validation(normal: int, abnormal: int) -> str | None:
+    """The warning for a labelled val split too small to choose a checkpoint or fit a threshold on; None if not."""
+    if min(normal, abnormal) >= FEW_VALIDATION:
+        return None
     return (
         f"few: the checkpoint and the threshold would rest on {normal} normal and {abnormal} abnormal images; add "
         "images to val/, or set data.validation=heldout to hold out training images instead"
@@ -265,8 +267,9 @@ def build_training_data(source: Source, cfg: Config, cache_dir: str | Path | Non
         normal, val_0, val_1 = load(normal_ids, 0), load(pools["val/0"], 0), load(pools["val/1"], 1)
         skipped += normal.skipped + val_0.skipped + val_1.skipped
         val_normal, val_positive, validation = cap(val_0), cap(val_1), "labelled"
-        if min(len(val_0), len(val_1)) < FEW_VALIDATION:
-            log.warning("%s: validation: %s", source.describe(), few_validation(len(val_0), len(val_1)))
+        warning = few_validation(len(val_0), len(val_1))
+        if warning:
+            log.warning("%s: validation: %s", source.describe(), warning)
     else:
         everything = load(normal_ids, 0)
         skipped += everything.skipped

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .readers import SUFFIXES, is_dicom
-from .source import Source
+from .source import Source, halved_training_pools
 
 FOLDERS = {
     "normal": "train/0",
@@ -130,27 +130,20 @@ class ClassFolderSource(FolderSource):
         Source.__init__(self, root)
         self._check_names(root, ("train", "test", "val"), "")
         self.classes: dict[str, tuple[str, list[str]]] = {}
-        self.class_counts: dict[str, int] = {}  # images per class folder of train/, for describe()
         for split in ("train", "test", "val"):
             if (root / split).is_dir():
                 self.classes[split] = self._classes(root / split, split)
         if "train" not in self.classes:
             raise DataError(f"{root / 'train'}: missing; the class-folder layout needs train/normal/ with images")
-        normal, abnormal = self._pools(root / "train")
+        listed = self._listed("train")
+        self.class_counts = {name: len(items) for name, items in listed.items()}  # for describe()
+        normal, abnormal = self._split("train", listed)
         if not normal:
             raise DataError(f"{root / 'train' / self.classes['train'][0]}: no images; it holds the labelled normals")
-        normal.sort(key=_hashed)
-        half = (len(normal) + 1) // 2
-        self.pools.update(
-            {
-                "train/0": normal[:half],
-                "train/unlabeled/0": normal[half:],
-                "train/unlabeled/1": sorted(abnormal, key=_hashed),
-            }
-        )
+        self.pools.update(halved_training_pools(sorted(normal, key=_hashed), sorted(abnormal, key=_hashed)))
         for split in ("test", "val"):
             if split in self.classes:
-                normal, abnormal = self._pools(root / split)
+                normal, abnormal = self._split(split, self._listed(split))
                 self.pools.update({f"{split}/0": normal, f"{split}/1": abnormal})
                 for name, images in ((self.classes[split][0], normal), ("the abnormal classes", abnormal)):
                     if not images:
@@ -176,11 +169,14 @@ class ClassFolderSource(FolderSource):
             raise DataError(f"{folder}: no abnormal class; add a folder beside {normal[0]}/ with abnormal images")
         return normal[0], abnormal
 
-    def _pools(self, folder: Path) -> tuple[list[str], list[str]]:
-        normal, abnormal = self.classes[folder.name]
-        listed = {name: self._list(folder / name) for name in (normal, *abnormal)}
-        if folder.name == "train":
-            self.class_counts = {name: len(items) for name, items in listed.items()}
+    def _listed(self, split: str) -> dict[str, list[str]]:
+        """The image ids of each class folder of one split."""
+        normal, abnormal = self.classes[split]
+        return {name: self._list(self.root / split / name) for name in (normal, *abnormal)}
+
+    def _split(self, split: str, listed: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+        """(normal ids, abnormal ids) of one split: its normal folder, and every other folder's images."""
+        normal, abnormal = self.classes[split]
         return listed[normal], [item for name in abnormal for item in listed[name]]
 
     def describe(self) -> str:

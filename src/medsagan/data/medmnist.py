@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from .source import ArraySource
+from .source import ArraySource, halved_training_pools
 
 # MedMNIST label -> 0 normal / 1 abnormal (documented in docs/data.md), and the labels each file may hold.
 MEDMNIST_LABELS = {"pneumoniamnist": range(2), "retinamnist": range(5), "breastmnist": range(2)}
@@ -58,10 +58,7 @@ class MedMNISTSource(ArraySource):
             normal = [f"{split}:{i}" for i in np.flatnonzero(binary == 0)]
             abnormal = [f"{split}:{i}" for i in np.flatnonzero(binary == 1)]
             if split == "train":
-                half = (len(normal) + 1) // 2
-                self.pools.update(
-                    {"train/0": normal[:half], "train/unlabeled/0": normal[half:], "train/unlabeled/1": abnormal}
-                )
+                self.pools.update(halved_training_pools(normal, abnormal))
             else:
                 self.pools.update({f"{split}/0": normal, f"{split}/1": abnormal})
         if not self.pools["train/0"]:

@@ -31,6 +31,16 @@ POOLS = (
 SHOWN = 5
 
 
+def halved_training_pools(normal: list[str], abnormal: list[str]) -> dict[str, list[str]]:
+    """A fully labelled training split as the protocol's pools.
+
+    The first half of the normals (the larger half when odd) are labelled; the rest, with every abnormal
+    image, are the unlabelled pools.
+    """
+    half = (len(normal) + 1) // 2
+    return {"train/0": normal[:half], "train/unlabeled/0": normal[half:], "train/unlabeled/1": abnormal}
+
+
 def missing_error(where: Path, missing: list[Path], total: int) -> DataError:
     """One error for missing listed images: how many, the first few, and where they come from."""
     shown = ", ".join(str(p) for p in missing[:3])
