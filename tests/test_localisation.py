@@ -135,6 +135,13 @@ def test_evaluate_with_masks_writes_localisation_and_refuses_a_stray_mask(tmp_pa
     written = json.loads((run / "evaluation" / "test" / "metrics.json").read_text())
     assert written["localisation"] == where
 
+    rsna = tmp_path / "stage_2_train_labels.csv"
+    abnormal = sorted((data / "test" / "abnormal").iterdir())
+    rsna.write_text("patientId,x,y,width,height,Target\n" + "".join(f"{p.stem},256,256,512,512,1\n" for p in abnormal))
+    assert cli(capsys, "evaluate", run, "--boxes", rsna, "--boxes-format", "rsna", "--json") == 0
+    boxed = json.loads(capsys.readouterr().out)["localisation"]
+    assert boxed["images_with_ground_truth"] == 6 and 0 <= boxed["pointing_game"] <= 1
+
     write_png(masks / "stranger.png", 0)
     assert cli(capsys, "evaluate", run, "--masks", masks) == 2
     assert "stranger.png names no test image" in capsys.readouterr().err
