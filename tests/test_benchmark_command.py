@@ -301,3 +301,28 @@ def test_two_benchmarks_on_one_out_share_the_runs_and_train_each_once(tmp_path):
         assert json.loads((tmp_path / "o" / row / f"seed{seed}.json").read_text())["resumed"] == 0
     final = medsagan("benchmark", "--data", "synthetic", "--grid", grid, "--out", tmp_path / "o", "--seeds", "0,1")
     assert final.stdout.count("finished earlier") == 4 and "4 runs finished" in final.stdout
+
+
+@pytest.mark.slow
+def test_jobs_train_the_runs_in_several_processes_each_once_and_tabulate_them_all(tmp_path):
+    grid = write_grid(tmp_path / "grid.yaml", [{"name": "a"}, {"name": "b", "overrides": {"model": {"acm": False}}}])
+    out = tmp_path / "o"
+    result = medsagan("benchmark", "--data", "synthetic", "--grid", grid, "--out", out, "--seeds", "0,1", "--jobs", "2")
+    assert result.returncode == 0, result.stderr
+    said = result.stdout + (out / "job1.log").read_text()
+    for row, seed in [("a", 0), ("a", 1), ("b", 0), ("b", 1)]:
+        assert said.count(f"{row} seed {seed}: training") == 1, said
+    assert result.stdout.strip().splitlines()[-1].startswith("4 runs finished")
+    records = [json.loads(path.read_text()) for path in out.glob("*/seed*.json")]
+    assert [r["threads"] for r in records] == [max(1, (os.cpu_count() or 1) // 2)] * 4
+
+
+def test_jobs_that_fail_are_named_by_their_logs(tmp_path):
+    from medsagan.jobs import Workers, job_devices
+
+    assert job_devices("cpu", 3) == ["cpu"] * 3
+    threads = torch.get_num_threads()
+    with Workers(["--no-such-option"], 2, tmp_path, ["cpu", "cpu"]) as workers:
+        assert workers.failed() == [tmp_path / "job1.log"]
+    assert "no-such-option" in (tmp_path / "job1.log").read_text()
+    assert torch.get_num_threads() == threads

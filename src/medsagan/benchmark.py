@@ -211,6 +211,13 @@ class Benchmark:
         open_source(planned[0][2])  # the dataset is there and readable before anything trains
         return planned
 
+    def prepare(self) -> list[tuple[Row, int, Config]]:
+        """Check the grid against OUT, then mark OUT as this benchmark's; the planned runs."""
+        planned = self.check()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.write_record()
+        return planned
+
     def write_record(self) -> None:
         """OUT/benchmark.json: the data and every row ever run here (rows of earlier grids are kept)."""
         record = self.out / RECORD
@@ -229,10 +236,8 @@ class Benchmark:
 
         `progress` shows each training's progress bar (on stderr), as `medsagan train` does.
         """
-        planned = self.check()
+        planned = self.prepare()
         self.machine = machine_name(resolve_device(device))
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.write_record()
         left = 0
         for number, (row, seed, cfg) in enumerate(planned, 1):
             where = f"[{number}/{len(planned)}] {row.name} seed {seed}"

@@ -7,7 +7,7 @@ import click
 
 from .cli_base import PRESET_NAMES, command_config, options
 from .config import Config, choices
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 
 
 @click.command()
@@ -17,25 +17,35 @@ from .errors import ConfigError
 @click.option("--seeds", help="Seeds of every row, such as 0,1,2 (default: the grid's, else 0,1,2).")
 @click.option("--rows", "only", help="Only these rows of the grid, such as sagan,baseline (default: all).")
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Runs trained at once, each process with an equal share of the CPU threads (and on several GPUs, "
+    "the next GPU); jobs beyond the first log to OUT/jobK.log.",
+)
 @click.option("--drop-duplicates", is_flag=True, help="Leave out test images that copy a training image.")
 @click.option("--dry-run", is_flag=True, help="Check the grid and print its rows; train nothing.")
 @click.option(
     "--progress/--no-progress", default=None, help="A progress bar per run (default: when stderr is a terminal)."
 )
-def benchmark(data, grid_file, out, seeds, only, device, drop_duplicates, dry_run, progress):
+def benchmark(data, grid_file, out, seeds, only, device, jobs, drop_duplicates, dry_run, progress):
     """Train every row of a grid over several seeds, test each run once, and tabulate them.
 
     Each (row, seed) is an ordinary run under OUT/ROW/seedN. Run it again to resume: finished runs are
     read back, interrupted ones resumed. Writes OUT/results.md, .csv, .json and .png. Several processes
-    on one OUT (one per GPU) share its runs: each run goes to the first to claim it.
+    on one OUT share its runs: each run goes to the first to claim it. --jobs N starts them for you.
 
     \b
     medsagan benchmark --data ../shared/data/medad-pneumonia64 --grid configs/benchmarks/table3.yaml \\
         --out runs/table3
     medsagan benchmark --data my-medad-folder --grid my-grid.yaml --seeds 0,1 --out runs/mine --dry-run
     medsagan benchmark --data my-medad-folder --grid my-grid.yaml --rows sagan --out runs/mine
+    medsagan benchmark --data my-medad-folder --grid my-grid.yaml --out runs/mine --jobs 4 --device cuda
     """
     from .benchmark import Benchmark, grid_yaml, parse_seeds, read_grid
+    from .jobs import Workers, job_devices
 
     rows = tuple(name.strip() for name in only.split(",") if name.strip()) if only else ()
     grid = read_grid(grid_file, parse_seeds(seeds, "--seeds") if seeds else None, rows)
@@ -48,7 +58,20 @@ def benchmark(data, grid_file, out, seeds, only, device, drop_duplicates, dry_ru
         return
     if progress is None:
         progress = click.get_text_stream("stderr").isatty()
-    runs = bench.run(device=device, drop_duplicates=drop_duplicates, say=click.echo, progress=progress)
+    shared = ["--data", data, "--grid", grid_file, "--out", out, *(["--seeds", seeds] if seeds else [])]
+    shared += [*(["--rows", only] if only else []), *(["--drop-duplicates"] if drop_duplicates else [])]
+    devices = job_devices(device, jobs)
+    bench.prepare()  # the other jobs find OUT marked as this benchmark's
+    with Workers(shared, jobs, Path(out), devices) as workers:
+        runs = bench.run(device=devices[0], drop_duplicates=drop_duplicates, say=click.echo, progress=progress)
+        failed = workers.failed()
+    if jobs > 1:
+        runs = bench.summarise()
+    if failed:
+        names = ", ".join(str(log) for log in failed)
+        raise RunError(
+            f"{len(failed)} of the other jobs stopped with an error (see {names}); run the same command again to resume"
+        )
     click.echo(f"{len(runs)} run{'' if len(runs) == 1 else 's'} finished; results in {Path(out) / 'results.md'}")
 
 
