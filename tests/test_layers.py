@@ -27,6 +27,7 @@ LAYERS = [
         "config",
         "config_parse",
         "presets",
+        "jobs",
     },
     {"data", "models", "pseudo_anomalies", "distributed"},
     {"losses", "runs", "evaluate"},
