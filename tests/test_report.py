@@ -42,6 +42,10 @@ def test_report_holds_the_evaluations_numbers_and_is_self_contained(report):
     where = metrics["localisation"]  # the synthetic data's lesions are known
     assert f"<td>pixel AUROC</td><td>{where['pixel_auroc']:.3f}</td>" in text
     assert f"<td>{where['aupro']:.3f}</td>" in text and 'id="localisation"' in text
+    separation = metrics["separation"]  # the chosen weights' separation of the validation sets, in words
+    data = json.loads((run / "data.json").read_text())["validation"]
+    assert (separation["normal"], separation["positive"]) == (data["normal"], data["positive"])
+    assert 'id="separation"' in text and f"AUC {separation['auc']:.3f} of {data['normal']} held-out normals" in text
     shown = html.unescape(text)
     assert "preset: paper" in shown and '"labelled_normals"' in shown and '"torch"' in shown
 

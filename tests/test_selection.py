@@ -2,16 +2,20 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from helpers import tiny_config
 from medsagan.data.dataset import build_training_data
 from medsagan.data.sources import open_source
 from medsagan.errors import ConfigError
+from medsagan.evaluate.calibration import separation_of
 from medsagan.evaluate.selection import COMBINED, PSEUDO, pseudo_validation, validation_metric
 from medsagan.files import load_tensors
 from medsagan.models import AnomalyDetector, build_generator
+from medsagan.records import Calibration, Selection, Threshold
 from medsagan.train import fit
 
 
@@ -45,3 +49,29 @@ def test_a_pseudo_signal_without_held_out_normals_to_make_them_from_is_a_clear_e
         validation_metric(detector, data, "pseudo", None)
     (name, value), signals = validation_metric(detector, data, "pseudo", pseudo_validation(data, cfg))
     assert name == PSEUDO and value == signals[PSEUDO] and 0 <= value <= 1
+
+
+def test_separation_is_the_validation_auc_with_its_chance_and_says_when_it_is_none():
+    rng = np.random.default_rng(0)
+    normal, shifted = rng.normal(0.0, 1.0, 70), rng.normal(1.0, 1.0, 70)
+    apart = separation_of(normal, shifted, "held-out unlabelled images")
+    together = separation_of(normal, rng.normal(0.0, 1.0, 20), "held-out unlabelled images")
+    assert apart.auc == pytest.approx(roc_auc_score(np.r_[np.zeros(70), np.ones(70)], np.r_[normal, shifted]))
+    assert apart.above_chance and apart.p_value < 1e-4 and (apart.normal, apart.positive) == (70, 70)
+    assert not together.above_chance and 0.05 <= together.p_value <= 1
+    assert "better than chance: AUC" in apart.sentence() and "Likely causes" not in apart.sentence()
+    assert "do not tell the validation images apart" in together.sentence() and "Likely causes" in together.sentence()
+
+
+def test_separation_auc_equals_scikit_learns_and_survives_calibration_json():
+    normal, positive = np.array([0.1, 0.2, 0.3, 0.3]), np.array([0.3, 0.5, 0.05])
+    found = separation_of(normal, positive, "labelled abnormal images of the val split")
+    labels = np.r_[np.zeros(len(normal)), np.ones(len(positive))]
+    assert found.auc == pytest.approx(roc_auc_score(labels, np.r_[normal, positive]))  # ties count a half
+    threshold = Threshold(0.3, "youden", "labelled validation split", 4, 3)
+    selection = Selection(10, "val/auc", 0.7, "AUC on the labelled validation split")
+    record = json.loads(json.dumps(Calibration(threshold, 0.5, "rule", selection, found).to_dict()))
+    assert record["separation"]["above_chance"] is False
+    assert Calibration.from_dict(record).separation == found
+    del record["separation"]  # a run calibrated before the check
+    assert Calibration.from_dict(record).separation is None

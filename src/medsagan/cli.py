@@ -180,6 +180,8 @@ def evaluate(
         f"({metrics['n_normal']} normal, {metrics['n_abnormal']} abnormal)"
     )
     click.echo(f"checkpoint: iteration {chosen['iteration']}, chosen by {chosen['selection']}")
+    if result.calibration is not None and result.calibration.separation is not None:
+        click.echo(result.calibration.separation.sentence())
     click.echo(f"scoring: {metrics['scoring']}")
     if metrics["dropped_duplicates"]:
         click.echo(f"left out (copies of training images): {'; '.join(metrics['dropped_duplicates'])}")

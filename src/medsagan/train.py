@@ -289,7 +289,10 @@ def _calibrate(cfg: Config, run: RunDir, data: TrainingData, weights: dict, chos
     if cfg.model.map_reference == "normals":
         detector.reference, normals_scored = fit_reference(detector, data)
         run.save_reference(detector.reference, chosen)
-    run.save_calibration(calibrate(detector, data, cfg.evaluation, chosen, normals_scored))
+    calibration = calibrate(detector, data, cfg.evaluation, chosen, normals_scored)
+    run.save_calibration(calibration)
+    if calibration.separation is not None and not calibration.separation.above_chance:
+        log.warning(calibration.separation.sentence())
 
 
 def _fit_ensemble(cfg: Config, run: RunDir, resume: bool, progress: bool) -> Path:

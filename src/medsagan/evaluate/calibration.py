@@ -2,15 +2,21 @@
 
 import numpy as np
 import torch
+from scipy.stats import mannwhitneyu
 
 from ..config import EvaluationConfig
 from ..data.dataset import TrainingData
 from ..models import AnomalyDetector
-from ..records import Calibration, Selection
+from ..records import Calibration, Selection, Separation
 from .scoring import Scores, score_images
 from .thresholds import normal_quantile, youden
 
 HEATMAP_QUANTILE = 0.999  # the colour scale tops out at this quantile of the validation normals' map pixels
+POSITIVES = {
+    "labelled": "labelled abnormal images of the val split",
+    "aucp_heldout": "held-out unlabelled images",
+    "aucp": "unlabelled training images",
+}
 
 
 def held_out_normals(data: TrainingData):
@@ -50,11 +56,21 @@ def calibrate(
         "none": "training normals (no validation data)",
     }[data.validation]
     scored = normals_scored or score_images(detector, normals.images, keep_maps=True)
-    if data.validation == "labelled":
+    positive = None
+    if data.validation in POSITIVES and data.val_positive is not None and len(data.val_positive):
         positive = score_images(detector, data.val_positive.images).scores
+    if data.validation == "labelled":
         threshold = youden(scored.scores, positive, fitted_on)
     else:
         threshold = normal_quantile(scored.scores, cfg.threshold_specificity, fitted_on)
     vmax = float(np.quantile(scored.maps, HEATMAP_QUANTILE))
     rule = f"{HEATMAP_QUANTILE * 100:g}th percentile of anomaly-map pixels of the {fitted_on}"
-    return Calibration(threshold, vmax, rule, selection)
+    separation = None if positive is None else separation_of(scored.scores, positive, POSITIVES[data.validation])
+    return Calibration(threshold, vmax, rule, selection, separation)
+
+
+def separation_of(normal: np.ndarray, positive: np.ndarray, positives: str) -> Separation:
+    """The validation sets' AUC at these scores, and the one-sided Mann-Whitney chance of one as high."""
+    test = mannwhitneyu(positive, normal, alternative="greater")
+    auc = float(test.statistic) / (len(positive) * len(normal))
+    return Separation(auc, float(test.pvalue), len(normal), len(positive), positives)

@@ -79,6 +79,8 @@ class EvalResult:
                 "output": str(self.output),
             }
         )
+        if self.calibration is not None and self.calibration.separation is not None:
+            metrics["separation"] = self.calibration.separation.to_dict()
         if self.localisation is not None:
             metrics["localisation"] = self.localisation
         return metrics
