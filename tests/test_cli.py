@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,6 +146,23 @@ def test_predict_files_folders_and_dicoms(trained, tmp_path):
         x0, y0, x1, y1 = (float(r[f"where_{k}"]) for k in ("x0", "y0", "x1", "y1"))
         assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
     assert sorted(p.name for p in (tmp_path / "out" / "panels").iterdir()) == ["a.png", "b.png", "c.png"]
+
+
+def test_a_run_whose_weights_do_not_separate_the_validation_images_says_so_in_predict_and_evaluate(
+    trained, tmp_path, caplog
+):
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy, ignore=shutil.ignore_patterns(".medsagan.lock", "evaluation"))
+    calibration = json.loads((copy / "calibration.json").read_text())
+    assert {"auc", "p_value", "normal", "positive", "above_chance"} <= set(calibration["separation"])
+    calibration["separation"].update(auc=0.52, p_value=0.4)  # as a run on data it does not suit would end
+    (copy / "calibration.json").write_text(json.dumps(calibration))
+    write_png(tmp_path / "in" / "a.png", 120, size=40)
+    with caplog.at_level("WARNING"):
+        assert run("predict", copy, tmp_path / "in", "--out", tmp_path / "out").exit_code == 0
+    assert "do not tell the validation images apart better than chance: AUC 0.520" in caplog.text
+    evaluated = run("evaluate", copy)
+    assert evaluated.exit_code == 0 and "p = 0.4)" in evaluated.output and "Likely causes" in evaluated.output
 
 
 def test_predict_on_a_corrupt_file_is_one_error_or_skipped(trained, tmp_path):

@@ -1,5 +1,6 @@
 """`predict`: score any files, folders or DICOMs with a trained run; a CSV and one heatmap panel per image."""
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from .evaluate.results import scores_csv
 from .files import atomic_write_text, check_output
 from .inference import Detector
 from .viz.heatmaps import panel, save_panel
+
+log = logging.getLogger(__name__)
 
 PREDICTIONS = "predictions.csv"
 
@@ -83,6 +86,9 @@ def predict(
     """
     out_dir = check_output(out_dir, kind="predict")
     model = Detector.open(run_dir, device)
+    separation = model.calibration.separation if model.calibration else None
+    if separation is not None and not separation.above_chance:
+        log.warning(separation.sentence())
     dataset = "" if model.dataset == "synthetic" else model.dataset
     check_output_folder(out_dir, dataset, [Path(p) for p in inputs])
     threshold = model.threshold
