@@ -4,6 +4,7 @@ import shutil
 import socket
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from helpers import blob_image, tiny_config, write_dicom, write_png
 from medsagan.data.readers import load_resized
 from medsagan.errors import DataError
 from medsagan.inference import Detector
+from medsagan.records import Separation
 from medsagan.serve import create_app, is_loopback, serve
 from medsagan.train import fit
 
@@ -159,3 +161,14 @@ def test_an_oversized_upload_is_refused_by_its_declared_length_and_mid_stream_wi
     assert form.status_code != 413 and not made  # a small upload is parsed in memory too
     png = write_png(tmp_path / "ok.png", blob_image(np.random.default_rng(0)))
     assert upload(url, png).status_code == 200  # the server still answers
+
+
+def test_the_page_warns_when_the_runs_weights_do_not_separate_its_validation_images(server):
+    def page(model) -> str:
+        return next(route for route in create_app(model).routes if route.path == "/").endpoint()
+
+    model = Detector.open(server[1], "cpu")
+    assert 'id="warning"' not in page(replace(model, calibration=None))
+    failing = Separation(0.51, 0.45, 20, 20, "held-out unlabelled images")
+    shown = page(replace(model, calibration=replace(model.calibration, separation=failing)))
+    assert 'id="warning"' in shown and "AUC 0.510 of 20 held-out normals against 20 held-out unlabelled" in shown

@@ -46,9 +46,12 @@ def create_app(model, max_upload_mb: float = MAX_UPLOAD_MB):
     app = FastAPI(title="medsagan", docs_url=None, redoc_url=None)
     limit = int(max_upload_mb * 1024 * 1024)
 
+    separation = model.calibration.separation if model.calibration else None
+    warning = separation.sentence() if separation is not None and not separation.above_chance else ""
+
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return render_page("app.html", limit_mb=f"{max_upload_mb:g}", max_pixels=f"{MAX_PIXELS:,}")
+        return render_page("app.html", limit_mb=f"{max_upload_mb:g}", max_pixels=f"{MAX_PIXELS:,}", warning=warning)
 
     too_large = f"larger than the {max_upload_mb:g} MB upload limit"
 
