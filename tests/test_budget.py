@@ -9,7 +9,8 @@ from helpers import tiny_config
 from medsagan.budget import MARGIN, Measurement, parse_duration, plan
 from medsagan.errors import ConfigError
 from medsagan.files import load_tensors
-from medsagan.train import fit, plan_time_budget
+from medsagan.time_budget import plan_time_budget
+from medsagan.train import fit
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ LAYERS = [
     },
     {"data", "models", "pseudo_anomalies", "distributed"},
     {"losses", "runs", "evaluate"},
-    {"trainer", "train", "compute", "inference", "viz", "official", "export", "predict"},
+    {"trainer", "time_budget", "train", "compute", "inference", "viz", "official", "export", "predict"},
     {"api", "demo", "benchmark", "serve", "cli", "cli_base", "cli_tools", "config_docs", "__main__", "__init__"},
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}

@@ -116,7 +116,7 @@ def train(
         click.echo(format_report(inspect(open_source(cfg), cfg.data)))
         if cfg.train.time_budget:
             from .runs import RunDir
-            from .train import plan_time_budget
+            from .time_budget import plan_time_budget
 
             cache = RunDir(out).cache_dir(cfg) if out else Path(cfg.data.cache_dir or ".medsagan-cache")
             click.echo(plan_time_budget(cfg, cache).describe())
