@@ -73,6 +73,14 @@ def test_a_two_row_two_seed_grid_trains_and_its_table_equals_the_runs_metrics(tm
     assert again.stdout.count("finished earlier") == 4  # nothing trains or reads the test split twice
     assert json.loads((out / "results.json").read_text())["rows"] == summary["rows"]
 
+    # A third seed asked for, tabulated only: the table of the finished runs, nothing trained.
+    table = medsagan("benchmark", "--data", "synthetic", "--grid", grid, "--out", out, "--seeds", "0,1,2", "--tabulate")
+    assert table.returncode == 0 and "4 of 6 runs finished" in table.stdout and "training" not in table.stdout
+    assert json.loads((out / "results.json").read_text())["rows"] == summary["rows"]
+    assert (
+        not (out / "plain" / "seed2").exists() and machine_name(torch.device("cpu")) in (out / "results.md").read_text()
+    )
+
 
 @pytest.mark.slow
 def test_a_killed_benchmark_resumes_the_interrupted_run_and_skips_the_finished_one(tmp_path):

@@ -323,11 +323,13 @@ class Benchmark:
                     runs.append(record)
         rows = [summary_row(row, [r for r in runs if r["row"] == row.name]) for row in self.grid.rows]
         rows = [r for r in rows if r["seeds"]]
-        machine = {"processor": self.machine, "torch": torch.__version__}
+        # Tabulating alone names no processor of its own: the runs' records name theirs.
+        processor = self.machine or ", ".join(sorted({r["machine"] for r in runs if r.get("machine")}))
+        machine = {"processor": processor, "torch": torch.__version__}
         summary = {"grid": str(self.grid.path), "data": self.data, "machine": machine, "rows": rows, "runs": runs}
         atomic_write_text(self.out / "results.json", json.dumps(summary, indent=1))
         atomic_write_text(self.out / "results.csv", results_csv(runs))
-        atomic_write_text(self.out / "results.md", results_markdown(self.grid, self.data, rows, self.machine))
+        atomic_write_text(self.out / "results.md", results_markdown(self.grid, self.data, rows, processor))
         if rows:
             benchmark_figure(rows, self.out / "results.png")
         return runs

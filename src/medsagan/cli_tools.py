@@ -27,10 +27,11 @@ from .errors import ConfigError, RunError
 )
 @click.option("--drop-duplicates", is_flag=True, help="Leave out test images that copy a training image.")
 @click.option("--dry-run", is_flag=True, help="Check the grid and print its rows; train nothing.")
+@click.option("--tabulate", is_flag=True, help="Write the table of the runs finished so far; train and test nothing.")
 @click.option(
     "--progress/--no-progress", default=None, help="A progress bar per run (default: when stderr is a terminal)."
 )
-def benchmark(data, grid_file, out, seeds, only, device, jobs, drop_duplicates, dry_run, progress):
+def benchmark(data, grid_file, out, seeds, only, device, jobs, drop_duplicates, dry_run, tabulate, progress):
     """Train every row of a grid over several seeds, test each run once, and tabulate them.
 
     Each (row, seed) is an ordinary run under OUT/ROW/seedN. Run it again to resume: finished runs are
@@ -43,6 +44,7 @@ def benchmark(data, grid_file, out, seeds, only, device, jobs, drop_duplicates, 
     medsagan benchmark --data my-medad-folder --grid my-grid.yaml --seeds 0,1 --out runs/mine --dry-run
     medsagan benchmark --data my-medad-folder --grid my-grid.yaml --rows sagan --out runs/mine
     medsagan benchmark --data my-medad-folder --grid my-grid.yaml --out runs/mine --jobs 4 --device cuda
+    medsagan benchmark --data my-medad-folder --grid my-grid.yaml --out runs/mine --tabulate
     """
     from .benchmark import Benchmark, grid_yaml, parse_seeds, read_grid
     from .jobs import Workers, job_devices
@@ -55,6 +57,13 @@ def benchmark(data, grid_file, out, seeds, only, device, jobs, drop_duplicates, 
         planned = bench.check()
         click.echo(grid_yaml(grid), nl=False)
         click.echo(f"{len(planned)} runs ({len(grid.rows)} rows x {len(grid.seeds)} seeds) would write to {out}")
+        return
+    if tabulate:
+        bench.check()
+        runs = bench.summarise()
+        click.echo(
+            f"{len(runs)} of {len(grid.rows) * len(grid.seeds)} runs finished; table in {Path(out) / 'results.md'}"
+        )
         return
     if progress is None:
         progress = click.get_text_stream("stderr").isatty()
