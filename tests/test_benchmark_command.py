@@ -321,6 +321,7 @@ def test_jobs_train_the_runs_in_several_processes_each_once_and_tabulate_them_al
     for row, seed in [("a", 0), ("a", 1), ("b", 0), ("b", 1)]:
         assert said.count(f"{row} seed {seed}: training") == 1, said
     assert result.stdout.strip().splitlines()[-1].startswith("4 runs finished")
+    assert "run this again" not in result.stdout  # the command waited for the other job itself
     records = [json.loads(path.read_text()) for path in out.glob("*/seed*.json")]
     assert [r["threads"] for r in records] == [max(1, (os.cpu_count() or 1) // 2)] * 4
 

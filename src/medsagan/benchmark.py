@@ -231,10 +231,12 @@ class Benchmark:
         drop_duplicates: bool = False,
         say: Callable[[str], None] = print,
         progress: bool = False,
+        jobs: int = 1,
     ) -> list[dict]:
         """Train and evaluate every (row, seed) not finished yet, then write the summary; its per-run rows.
 
-        `progress` shows each training's progress bar (on stderr), as `medsagan train` does.
+        `progress` shows each training's progress bar (on stderr), as `medsagan train` does. `jobs` > 1: the
+        caller started the other jobs and waits for them, so runs they hold need no rerun to be tabulated.
         """
         planned = self.prepare()
         self.machine = machine_name(resolve_device(device))
@@ -254,7 +256,9 @@ class Benchmark:
             finally:
                 claim.release()
             say(f"{where}: test AUC {done['auc']:.3f}, AP {done['ap']:.3f}, {done['minutes']:.1f} min")
-        if left:
+        if left and jobs > 1:
+            say(f"{left} of {len(planned)} runs left to the other jobs; waiting for them")
+        elif left:
             say(f"{left} of {len(planned)} runs left to other processes; run this again after them for the whole table")
         return self.summarise()
 

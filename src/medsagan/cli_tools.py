@@ -72,7 +72,7 @@ def benchmark(data, grid_file, out, seeds, only, device, jobs, drop_duplicates, 
     devices = job_devices(device, jobs)
     bench.prepare()  # the other jobs find OUT marked as this benchmark's
     with Workers(shared, jobs, Path(out), devices) as workers:
-        runs = bench.run(device=devices[0], drop_duplicates=drop_duplicates, say=click.echo, progress=progress)
+        runs = bench.run(devices[0], drop_duplicates, click.echo, progress, jobs)
         failed = workers.failed()
     if jobs > 1:
         runs = bench.summarise()
