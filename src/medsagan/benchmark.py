@@ -232,13 +232,15 @@ class Benchmark:
         say: Callable[[str], None] = print,
         progress: bool = False,
         jobs: int = 1,
+        planned: list[tuple[Row, int, Config]] | None = None,
     ) -> list[dict]:
         """Train and evaluate every (row, seed) not finished yet, then write the summary; its per-run rows.
 
         `progress` shows each training's progress bar (on stderr), as `medsagan train` does. `jobs` > 1: the
         caller started the other jobs and waits for them, so runs they hold need no rerun to be tabulated.
+        `planned`: what `prepare` returned, when the caller had to mark OUT before starting them.
         """
-        planned = self.prepare()
+        planned = planned if planned is not None else self.prepare()
         self.machine = machine_name(resolve_device(device))
         left = 0
         for number, (row, seed, cfg) in enumerate(planned, 1):

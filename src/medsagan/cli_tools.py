@@ -70,9 +70,9 @@ def benchmark(data, grid_file, out, seeds, only, device, jobs, drop_duplicates, 
     shared = ["--data", data, "--grid", grid_file, "--out", out, *(["--seeds", seeds] if seeds else [])]
     shared += [*(["--rows", only] if only else []), *(["--drop-duplicates"] if drop_duplicates else [])]
     devices = job_devices(device, jobs)
-    bench.prepare()  # the other jobs find OUT marked as this benchmark's
+    planned = bench.prepare()  # the other jobs find OUT marked as this benchmark's
     with Workers(shared, jobs, Path(out), devices) as workers:
-        runs = bench.run(devices[0], drop_duplicates, click.echo, progress, jobs)
+        runs = bench.run(devices[0], drop_duplicates, click.echo, progress, jobs, planned)
         failed = workers.failed()
     if jobs > 1:
         runs = bench.summarise()

@@ -14,6 +14,7 @@ from .evaluate.localisation import top_region
 from .evaluate.results import scores_csv
 from .files import atomic_write_text, check_output
 from .inference import Detector
+from .records import separation_warning
 from .viz.heatmaps import panel, save_panel
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,9 @@ def predict(
     """
     out_dir = check_output(out_dir, kind="predict")
     model = Detector.open(run_dir, device)
-    separation = model.calibration.separation if model.calibration else None
-    if separation is not None and not separation.above_chance:
-        log.warning(separation.sentence())
+    warning = separation_warning(model.calibration)
+    if warning:
+        log.warning(warning)
     dataset = "" if model.dataset == "synthetic" else model.dataset
     check_output_folder(out_dir, dataset, [Path(p) for p in inputs])
     threshold = model.threshold

@@ -130,3 +130,11 @@ class Calibration:
             Selection.from_dict(record["selection"]),
             Separation.from_dict(record["separation"]) if "separation" in record else None,
         )
+
+
+def separation_warning(calibration: Calibration | None) -> str | None:
+    """The warning for a run whose chosen weights failed the separation check; None when there is none."""
+    separation = calibration.separation if calibration is not None else None
+    if separation is None or separation.above_chance:
+        return None
+    return separation.sentence()

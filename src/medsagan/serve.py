@@ -19,6 +19,7 @@ from .data.dataset import to_model_range
 from .data.readers import MAX_PIXELS, sniff
 from .errors import DataError, MedsaganError
 from .evaluate.localisation import top_region
+from .records import separation_warning
 from .viz.heatmaps import panel
 from .viz.pages import render_page
 
@@ -46,8 +47,7 @@ def create_app(model, max_upload_mb: float = MAX_UPLOAD_MB):
     app = FastAPI(title="medsagan", docs_url=None, redoc_url=None)
     limit = int(max_upload_mb * 1024 * 1024)
 
-    separation = model.calibration.separation if model.calibration else None
-    warning = separation.sentence() if separation is not None and not separation.above_chance else ""
+    warning = separation_warning(model.calibration) or ""
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:

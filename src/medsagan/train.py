@@ -25,7 +25,7 @@ from .evaluate.calibration import calibrate, fit_reference
 from .evaluate.selection import describe, pseudo_validation, validation_metric
 from .files import RunLock, atomic_write_text, check_output, load_tensors
 from .models import AnomalyDetector, build_detector, build_generator
-from .records import Selection
+from .records import Selection, separation_warning
 from .runs import RunDir
 from .time_budget import resolve_time_budget
 from .trainer import Trainer, critic_step, generator_step, lr_factor
@@ -290,8 +290,9 @@ def _calibrate(cfg: Config, run: RunDir, data: TrainingData, weights: dict, chos
         run.save_reference(detector.reference, chosen)
     calibration = calibrate(detector, data, cfg.evaluation, chosen, normals_scored)
     run.save_calibration(calibration)
-    if calibration.separation is not None and not calibration.separation.above_chance:
-        log.warning(calibration.separation.sentence())
+    warning = separation_warning(calibration)
+    if warning:
+        log.warning(warning)
 
 
 def _fit_ensemble(cfg: Config, run: RunDir, resume: bool, progress: bool) -> Path:
