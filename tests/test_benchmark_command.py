@@ -15,11 +15,11 @@ import torch
 import yaml
 
 from helpers import TINY
-from medsagan.benchmark import read_grid
 from medsagan.cli import main
 from medsagan.devices import machine_name
 from medsagan.errors import ConfigError
 from medsagan.files import load_tensors
+from medsagan.grids import read_grid
 from medsagan.runs import RunDir
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "benchmarks"
@@ -247,7 +247,7 @@ def test_a_rows_reference_figure_stands_beside_its_results_and_changes_no_run(tm
 
 
 def test_seeds_are_distinct_whole_numbers():
-    from medsagan.benchmark import parse_seeds
+    from medsagan.grids import parse_seeds
 
     assert parse_seeds("0,1 2", "--seeds") == (0, 1, 2)
     for bad in ("-1", "1.5", "a", ""):

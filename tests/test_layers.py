@@ -28,6 +28,7 @@ LAYERS = [
         "config_parse",
         "presets",
         "jobs",
+        "grids",
     },
     {"data", "models", "pseudo_anomalies", "distributed"},
     {"losses", "runs", "evaluate"},

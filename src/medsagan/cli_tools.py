@@ -46,7 +46,8 @@ def benchmark(data, grid_file, out, seeds, only, device, jobs, drop_duplicates, 
     medsagan benchmark --data my-medad-folder --grid my-grid.yaml --out runs/mine --jobs 4 --device cuda
     medsagan benchmark --data my-medad-folder --grid my-grid.yaml --out runs/mine --tabulate
     """
-    from .benchmark import Benchmark, grid_yaml, parse_seeds, read_grid
+    from .benchmark import Benchmark
+    from .grids import grid_yaml, parse_seeds, read_grid
     from .jobs import Workers, job_devices
 
     rows = tuple(name.strip() for name in only.split(",") if name.strip()) if only else ()
