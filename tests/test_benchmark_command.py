@@ -229,8 +229,9 @@ def test_rows_keeps_the_named_rows_in_the_grids_order_and_refuses_a_name_it_lack
 
 def test_a_rows_reference_figure_stands_beside_its_results_and_changes_no_run(tmp_path):
     from medsagan.benchmark import results_markdown, summary_row
+    from medsagan.viz.plots import benchmark_figure
 
-    rows = [{"name": "plain", "reference": "88.54 / 84.37"}, {"name": "sagan"}]
+    rows = [{"name": "plain", "reference": "88.54 / 84.37", "reference_auc": 0.8854}, {"name": "sagan"}]
     grid = read_grid(write_grid(tmp_path / "grid.yaml", rows, reference="paper (AUC / AP %)"))
     plain, sagan = grid.rows
     assert plain.to_dict() == read_grid(write_grid(tmp_path / "bare.yaml", [{"name": "plain"}])).rows[0].to_dict()
@@ -241,9 +242,19 @@ def test_a_rows_reference_figure_stands_beside_its_results_and_changes_no_run(tm
     assert header.endswith("| minutes per run | paper (AUC / AP %) |")
     assert first.startswith("| plain |") and first.endswith("| 88.54 / 84.37 |")
     assert second.startswith("| sagan |") and second.endswith("|  |")
+    assert summary_row(plain, runs)["reference_auc"] == 0.8854 and "reference_auc" not in summary_row(sagan, runs)
+    figure = benchmark_figure([summary_row(plain, runs), summary_row(sagan, runs)], tmp_path / "r.png")
+    assert figure.stat().st_size > 0
     bare = read_grid(write_grid(tmp_path / "bare.yaml", [{"name": "sagan"}]))
     unreferenced = results_markdown(bare, "synthetic", [summary_row(sagan, runs)], "cpu").splitlines()
     assert unreferenced[4].endswith("| minutes per run |") and unreferenced[6].endswith("| 2.0 |")
+
+
+@pytest.mark.parametrize("value", [88.54, -0.1, "0.9", True])
+def test_a_reference_auc_is_a_fraction(tmp_path, value):
+    grid = write_grid(tmp_path / "grid.yaml", [{"name": "plain", "reference_auc": value}])
+    with pytest.raises(ConfigError, match=r"row 'plain': reference_auc is .*fraction in \[0, 1\]"):
+        read_grid(grid)
 
 
 def test_seeds_are_distinct_whole_numbers():

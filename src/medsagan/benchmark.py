@@ -212,6 +212,8 @@ def summary_row(row: Row, runs: list[dict]) -> dict:
     summary: dict[str, Any] = {"row": row.name, "settings": row.describe(), "seeds": [r["seed"] for r in runs]}
     if row.reference:
         summary["reference"] = row.reference
+    if row.reference_auc is not None:
+        summary["reference_auc"] = row.reference_auc
     if not runs:
         return summary
     for key in ("auc", "ap", "minutes", "training_tflop"):

@@ -15,7 +15,7 @@ from .config import PRESETS, Config, load_config, merge, parse_overrides, read_y
 from .errors import ConfigError
 
 GRID_KEYS = ("description", "preset", "seeds", "overrides", "reference", "rows")
-ROW_KEYS = ("name", "preset", "overrides", "reference")
+ROW_KEYS = ("name", "preset", "overrides", "reference", "reference_auc")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
@@ -27,6 +27,7 @@ class Row:
     preset: str
     overrides: dict[str, Any]
     reference: str = ""  # a published figure to set beside the row's; it changes no run
+    reference_auc: float | None = None  # that figure's AUC in [0, 1], drawn beside the row's seeds
 
     def to_dict(self) -> dict[str, Any]:
         """The row as benchmark.json keeps it, to tell a changed row from the same one on a rerun."""
@@ -71,6 +72,14 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
     raise ConfigError(f"{where}: overrides must be a mapping of sections or a list of KEY=VALUE strings")
+
+
+def _reference_auc(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{where}: reference_auc is {value!r}; give the published AUC as a fraction in [0, 1]")
+    return float(value)
 
 
 def parse_seeds(value: Any, where: str) -> tuple[int, ...]:
@@ -130,7 +139,8 @@ def read_grid(path: str | Path, seeds: tuple[int, ...] | None = None, only: tupl
         if preset not in PRESETS:
             raise ConfigError(f"{where}: unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         overrides = merge(common, _overrides(given.get("overrides"), where))
-        rows.append(Row(name, preset, overrides, str(given.get("reference", ""))))
+        reference_auc = _reference_auc(given.get("reference_auc"), where)
+        rows.append(Row(name, preset, overrides, str(given.get("reference", "")), reference_auc))
     unknown = [name for name in only if name not in seen]
     if unknown:
         raise ConfigError(

@@ -48,7 +48,10 @@ def draw_curves(result) -> Path:
 
 
 def benchmark_figure(rows: list[dict], path: str | Path) -> Path:
-    """Test AUC by row of a benchmark: each seed a point, the mean a bar with its sample sd."""
+    """Test AUC by row of a benchmark: each seed a point, the mean a bar with its sample sd.
+
+    A row's `reference_auc` (a published figure) is drawn as a hollow diamond.
+    """
     fig = Figure(figsize=(max(4.0, 1.1 * len(rows) + 1.5), 3.8))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
@@ -68,6 +71,10 @@ def benchmark_figure(rows: list[dict], path: str | Path) -> Path:
             zorder=2,
             label="mean ± sd" if x == 0 else None,
         )
+    referenced = [(x, row["reference_auc"]) for x, row in enumerate(rows) if row.get("reference_auc") is not None]
+    if referenced:
+        xs, values = zip(*referenced, strict=True)
+        ax.scatter(xs, values, s=42, marker="D", facecolors="none", edgecolors="C2", zorder=4, label="reference AUC")
     ax.set_xticks(range(len(rows)), [row["row"] for row in rows], rotation=20, ha="right")
     ax.set(ylabel="test AUC", title="test AUC by row")
     ax.grid(axis="y", alpha=0.3)
