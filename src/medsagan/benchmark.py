@@ -92,14 +92,13 @@ class Benchmark:
         drop_duplicates: bool = False,
         say: Callable[[str], None] = print,
         progress: bool = False,
-        jobs: int = 1,
         planned: list[tuple[Row, int, Config]] | None = None,
-    ) -> list[dict]:
-        """Train and evaluate every (row, seed) not finished yet, then write the summary; its per-run rows.
+    ) -> int:
+        """Train and evaluate every (row, seed) not finished yet; how many runs other processes held.
 
-        `progress` shows each training's progress bar (on stderr), as `medsagan train` does. `jobs` > 1: the
-        caller started the other jobs and waits for them, so runs they hold need no rerun to be tabulated.
-        `planned`: what `prepare` returned, when the caller had to mark OUT before starting them.
+        `progress` shows each training's progress bar (on stderr), as `medsagan train` does. `planned`: what
+        `prepare` returned, when the caller had to mark OUT before starting other jobs. The summary is the
+        caller's to write (`summarise`), once those jobs are done too.
         """
         planned = planned if planned is not None else self.prepare()
         self.machine = machine_name(resolve_device(device))
@@ -119,11 +118,7 @@ class Benchmark:
             finally:
                 claim.release()
             say(f"{where}: test AUC {done['auc']:.3f}, AP {done['ap']:.3f}, {done['minutes']:.1f} min")
-        if left and jobs > 1:
-            say(f"{left} of {len(planned)} runs left to the other jobs; waiting for them")
-        elif left:
-            say(f"{left} of {len(planned)} runs left to other processes; run this again after them for the whole table")
-        return self.summarise()
+        return left
 
     def run_one(
         self,

@@ -73,10 +73,15 @@ def benchmark(data, grid_file, out, seeds, only, device, jobs, drop_duplicates, 
     devices = job_devices(device, jobs)
     planned = bench.prepare()  # the other jobs find OUT marked as this benchmark's
     with Workers(shared, jobs, Path(out), devices) as workers:
-        runs = bench.run(devices[0], drop_duplicates, click.echo, progress, jobs, planned)
+        left = bench.run(devices[0], drop_duplicates, click.echo, progress, planned)
+        if left and jobs > 1:
+            click.echo(f"{left} of {len(planned)} runs left to the other jobs; waiting for them")
+        elif left:
+            click.echo(
+                f"{left} of {len(planned)} runs left to other processes; run this again after them for the whole table"
+            )
         failed = workers.failed()
-    if jobs > 1:
-        runs = bench.summarise()
+    runs = bench.summarise()
     if failed:
         names = ", ".join(str(log) for log in failed)
         raise RunError(
